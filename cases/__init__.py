@@ -1,0 +1,1 @@
+"""The Fairwatch domain: taxonomy, reports, cases, registry, matching and risk statistics. No I/O."""

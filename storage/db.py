@@ -1,0 +1,67 @@
+"""Connection pool creation and the one place asyncpg connection errors become domain errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from storage.errors import StorageUnavailable
+
+__all__ = ["Conn", "connect", "create_pool", "ensure_database", "with_database"]
+
+# What repositories accept: a plain connection or one borrowed from a pool.
+Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncio.TimeoutError)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb in and out as text; repositories decode with msgspec where they need structure.
+    await conn.execute("SET TIME ZONE 'UTC'")
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection, timeout=10
+        )
+    except _CONNECT_ERRORS as exc:
+        raise StorageUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(dsn, timeout=10)
+    except _CONNECT_ERRORS as exc:
+        raise StorageUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+
+
+def with_database(dsn: str, database: str) -> str:
+    """Return ``dsn`` pointing at another database on the same server."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+async def ensure_database(dsn: str, database: str) -> str:
+    """Create ``database`` on the server of ``dsn`` if missing; return a DSN for it."""
+    if not _IDENTIFIER.fullmatch(database):
+        raise ValueError(f"not a plain database name: {database!r}")
+    conn = await connect(dsn)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+        if not exists:
+            # Another process may create it first; either way it exists afterwards.
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+                await conn.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await conn.close()
+    return with_database(dsn, database)

@@ -1,0 +1,1 @@
+"""Named SQL query files (package data), loaded by storage.queries."""

@@ -1,0 +1,1 @@
+"""Reference device client: a phone-like outbox with push, pull and resumable uploads."""
