@@ -1,0 +1,1 @@
+"""Fairwatch HTTP service: the Litestar app, settings, CLI, worker and scheduler."""

@@ -1,0 +1,102 @@
+"""The application factory: ``create_app(settings)`` builds the Litestar app and nothing else.
+
+Resources (database pool, blob store) are opened in the app's lifespan and closed with it. With no
+``FAIRWATCH_DATABASE_URL`` the lifespan starts the embedded PostgreSQL under the data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Request
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from server.auth import AuthMiddleware, Principal, principal_of
+from server.logs import RequestIdMiddleware
+from server.problems import exception_handlers
+from server.resources import Resources, provide_conn
+from server.routes import auth, health, users
+from server.runtime import open_blob_store, resolve_database_url
+from server.scheduler import run_scheduler
+from server.settings import Settings
+from server.worker import run_worker
+from storage.db import create_pool
+
+__all__ = ["create_app"]
+
+ROUTES = [
+    health.healthz,
+    health.readyz,
+    auth.login,
+    auth.logout,
+    auth.me,
+    auth.list_sessions,
+    auth.revoke_session,
+    users.get_org,
+    users.list_users,
+    users.create_user,
+    users.get_user,
+    users.update_user,
+]
+
+
+def _provide_principal(request: Request) -> Principal:  # type: ignore[type-arg]
+    return principal_of(request)
+
+
+def create_app(settings: Settings, *, background: frozenset[str] = frozenset()) -> Litestar:
+    """Build the app; ``background`` may hold "worker" and "scheduler" to run them in-process."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+        dsn = await resolve_database_url(settings)
+        pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            blobs = await open_blob_store(settings)
+            app.state.resources = Resources(settings=settings, pool=pool, blobs=blobs, dsn=dsn)
+            if "worker" in background:
+                tasks.append(
+                    asyncio.create_task(run_worker(pool, stop, settings.worker_poll_seconds))
+                )
+            if "scheduler" in background:
+                tasks.append(asyncio.create_task(run_scheduler(dsn, pool, stop)))
+            yield
+        finally:
+            stop.set()
+            if tasks:
+                await asyncio.wait(tasks, timeout=15)
+            await asyncio.wait_for(pool.close(), timeout=10)
+
+    return Litestar(
+        route_handlers=ROUTES,
+        lifespan=[lifespan],
+        state=State({"settings": settings}),
+        dependencies={
+            "db": Provide(provide_conn),
+            "principal": Provide(_provide_principal, sync_to_thread=False),
+        },
+        middleware=[
+            RequestIdMiddleware,
+            DefineMiddleware(
+                AuthMiddleware, exclude_from_auth_key="exclude_from_auth", exclude=["^/docs"]
+            ),
+        ],
+        exception_handlers=exception_handlers,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Fairwatch API",
+            version="0.1.0",
+            description="Community monitoring of migrant workers' labour conditions.",
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,233 @@
+"""The ``fairwatch`` command (also ``python -m server``): serve, migrate, accounts, checks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+
+from cases.accounts import Role
+from server.logs import configure_logging
+from server.passwords import hash_password, password_problem
+from server.settings import Settings, SettingsError, load_settings
+
+__all__ = ["main"]
+
+ROLES = ("api", "worker", "scheduler", "all")
+
+
+class CommandError(Exception):
+    """A failure to report as one line, without a traceback."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fairwatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the service (API, worker, scheduler)")
+    serve.add_argument("--role", choices=ROLES, default="all")
+    serve.add_argument("--host", default=None, help="overrides FAIRWATCH_HOST")
+    serve.add_argument("--port", type=int, default=None, help="overrides FAIRWATCH_PORT")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
+
+    sub.add_parser("migrate", help="apply pending database migrations")
+
+    org = sub.add_parser("create-org", help="create an organisation")
+    org.add_argument("--slug", required=True)
+    org.add_argument("--name", required=True)
+
+    user = sub.add_parser("create-user", help="create a staff account")
+    user.add_argument("--org", required=True, help="organisation slug")
+    user.add_argument("--email", required=True)
+    user.add_argument("--name", required=True, help="display name")
+    user.add_argument("--role", choices=[r.value for r in Role], required=True)
+    user.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+
+    sub.add_parser("check", help="report whether the database and blob store are reachable")
+    return parser
+
+
+async def _database(settings: Settings) -> str:
+    from server.runtime import resolve_database_url
+
+    return await resolve_database_url(settings)
+
+
+async def _migrate(settings: Settings) -> None:
+    from server.runtime import migrate_database
+
+    applied = await migrate_database(await _database(settings))
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none (up to date)"
+    print(f"migrations applied: {names}")
+
+
+async def _create_org(settings: Settings, slug: str, name: str) -> None:
+    from storage.accounts import OrgRepository
+    from storage.db import connect
+
+    conn = await connect(await _database(settings))
+    try:
+        org = await OrgRepository(conn).add(slug, name)
+    finally:
+        await conn.close()
+    print(f"organisation {org.slug} created (id {org.id})")
+
+
+async def _create_user(
+    settings: Settings, org_slug: str, email: str, name: str, role: Role, password: str | None
+) -> None:
+    from storage.accounts import OrgRepository, UserRepository
+    from storage.db import connect
+
+    generated = password is None
+    if password is None:
+        password = secrets.token_urlsafe(12)
+    if (reason := password_problem(password)) is not None:
+        raise CommandError(f"password {reason}")
+    conn = await connect(await _database(settings))
+    try:
+        org = await OrgRepository(conn).get_by_slug(org_slug)
+        if org is None:
+            raise CommandError(f"no organisation with slug {org_slug!r}")
+        user = await UserRepository(conn).add(org.id, email, name, role, hash_password(password))
+    finally:
+        await conn.close()
+    print(f"user {user.email} ({user.role}) created in {org.slug}")
+    if generated:
+        print(f"generated password (shown once): {password}")
+
+
+async def _check(settings: Settings) -> bool:
+    from server.runtime import open_blob_store
+    from storage.db import connect
+
+    ok = True
+    try:
+        conn = await connect(await _database(settings))
+        await conn.fetchval("SELECT 1")
+        await conn.close()
+        print("database: ok")
+    except Exception as exc:
+        print(f"database: unreachable ({exc})")
+        ok = False
+    try:
+        store = await open_blob_store(settings)
+        await store.check()
+        print(f"blob store: ok ({'s3' if settings.s3 else 'local'})")
+    except Exception as exc:
+        print(f"blob store: unreachable ({exc})")
+        ok = False
+    return ok
+
+
+async def _prepare(settings: Settings, migrate: bool) -> None:
+    from server.runtime import bootstrap_demo, migrate_database
+
+    dsn = await _database(settings)
+    if migrate:
+        await migrate_database(dsn)
+    if settings.create_demo:
+        demo = await bootstrap_demo(dsn, settings.data_dir)
+        if demo is not None:
+            print(
+                "\nA demo organisation was created. Log in with\n"
+                f"  e-mail:   {demo.email}\n  password: {demo.password}\n"
+                f"(also saved, readable only by you, in {demo.credentials_file})\n",
+                flush=True,
+            )
+
+
+async def _run_headless(settings: Settings, role: str) -> None:
+    """The worker or scheduler role without an HTTP listener."""
+    from server.runtime import resolve_database_url
+    from server.scheduler import run_scheduler
+    from server.worker import run_worker
+    from storage.db import create_pool
+
+    dsn = await resolve_database_url(settings)
+    pool = await create_pool(dsn, min_size=1, max_size=settings.db_pool_max)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if role == "worker":
+            await run_worker(pool, stop, settings.worker_poll_seconds)
+        else:
+            await run_scheduler(dsn, pool, stop)
+    finally:
+        await pool.close()
+
+
+def _serve(settings: Settings, role: str, migrate: bool) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    asyncio.run(_prepare(settings, migrate))
+    if role in ("worker", "scheduler"):
+        asyncio.run(_run_headless(settings, role))
+        return
+    background = frozenset({"worker", "scheduler"}) if role == "all" else frozenset()
+    app = create_app(settings, background=background)
+    print(f"Fairwatch on http://{settings.host}:{settings.port} (API docs at /docs)", flush=True)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        proxy_headers=True,
+        server_header=False,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    env = dict(os.environ)
+    if args.command == "serve":
+        if args.host is not None:
+            env["FAIRWATCH_HOST"] = args.host
+        if args.port is not None:
+            env["FAIRWATCH_PORT"] = str(args.port)
+    try:
+        settings = load_settings(env)
+    except SettingsError as exc:
+        print(f"fairwatch: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_json)
+    try:
+        if args.command == "serve":
+            _serve(settings, args.role, not args.no_migrate)
+        elif args.command == "migrate":
+            asyncio.run(_migrate(settings))
+        elif args.command == "create-org":
+            asyncio.run(_create_org(settings, args.slug, args.name))
+        elif args.command == "create-user":
+            password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+            if password is None and sys.stdin.isatty():
+                password = getpass.getpass("password (empty: generate one): ") or None
+            asyncio.run(
+                _create_user(settings, args.org, args.email, args.name, Role(args.role), password)
+            )
+        elif args.command == "check":
+            return 0 if asyncio.run(_check(settings)) else 1
+    except KeyboardInterrupt:
+        return 130
+    except CommandError as exc:
+        print(f"fairwatch: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        from storage.errors import StorageError
+
+        if isinstance(exc, StorageError):
+            print(f"fairwatch: {exc}", file=sys.stderr)
+            return 1
+        raise
+    return 0

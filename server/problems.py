@@ -1,0 +1,210 @@
+"""RFC 9457 problem details: the one place where every error becomes an HTTP answer.
+
+Each kind of error has a stable ``type`` URI (``urn:fairwatch:problem:<slug>``, listed in
+docs/problems.md) so clients branch on it, never on the human ``title`` or ``detail``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
+
+from storage.errors import AlreadyExists, NotFound, StaleVersion, StorageUnavailable
+
+__all__ = ["FieldError", "Problem", "ProblemError", "exception_handlers", "problem_type"]
+
+PROBLEM_JSON = "application/problem+json"
+_log = logging.getLogger("fairwatch.errors")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+
+
+def problem_type(slug: str) -> str:
+    return f"urn:fairwatch:problem:{slug}"
+
+
+class FieldError(msgspec.Struct, frozen=True, omit_defaults=True):
+    field: str
+    message: str
+    source: str | None = None
+
+
+class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+    extensions: dict[str, Any] | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        # RFC 9457 puts extension members at the top level of the object.
+        body = msgspec.to_builtins(self)
+        body.update(body.pop("extensions", None) or {})
+        return body  # type: ignore[no-any-return]
+
+
+class ProblemError(Exception):
+    """Raised by route code for an error that has no domain exception of its own."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        errors: list[FieldError] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.problem = Problem(
+            type=problem_type(slug),
+            title=title,
+            status=status,
+            detail=detail,
+            errors=errors,
+            extensions=extensions or None,
+        )
+        self.headers = headers or {}
+
+
+def _respond(
+    request: Request[Any, Any, Any], problem: Problem, headers: dict[str, str] | None = None
+) -> Response[Any]:
+    body = msgspec.structs.replace(problem, instance=request.url.path).to_body()
+    return Response(
+        content=body, status_code=problem.status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _simple(status: int, slug: str, title: str, detail: str | None = None) -> Problem:
+    return Problem(type=problem_type(slug), title=title, status=status, detail=detail)
+
+
+_HTTP_SLUGS: dict[int, tuple[str, str]] = {
+    400: ("malformed-request", "The request could not be read"),
+    401: ("unauthenticated", "Authentication required"),
+    403: ("forbidden", "Not allowed for your role"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Cannot produce an acceptable representation"),
+    409: ("conflict", "Conflict"),
+    413: ("body-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    429: ("rate-limited", "Too many requests"),
+    503: ("unavailable", "Service unavailable"),
+}
+
+
+def _handle_problem_error(request: Request[Any, Any, Any], exc: ProblemError) -> Response[Any]:
+    return _respond(request, exc.problem, exc.headers)
+
+
+def _handle_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            message = str(item.get("message", "invalid"))
+            field = str(item.get("key", ""))
+            if field in ("", "data") and (missing := _MISSING_FIELD.search(message)):
+                field = missing[1]  # msgspec names a missing field only in its message
+            source = str(item["source"]) if "source" in item else None
+            errors.append(FieldError(field=field, message=message, source=source))
+    problem = Problem(
+        type=problem_type("validation"),
+        title="The request has invalid fields",
+        status=422,
+        detail="; ".join(f"{e.field}: {e.message}" for e in errors) or None,
+        errors=errors,
+    )
+    return _respond(request, problem)
+
+
+def _handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    if status >= 500:
+        return _handle_internal(request, exc)
+    slug, title = _HTTP_SLUGS.get(status, ("client-error", "The request was not accepted"))
+    detail = exc.detail if exc.detail and exc.detail != title else None
+    if isinstance(exc, NotAuthorizedException):
+        detail = detail or "send a valid bearer token in the Authorization header"
+    elif isinstance(exc, PermissionDeniedException):
+        detail = detail or None
+    elif status == 400:
+        # Litestar reports undecodable bodies as a 400 whose detail carries the decoder's message.
+        slug, title = "malformed-body", "The request body is not valid JSON or MessagePack"
+    headers = dict(exc.headers or {})
+    return _respond(request, _simple(status, slug, title, detail), headers)
+
+
+def _handle_not_found(request: Request[Any, Any, Any], exc: NotFound) -> Response[Any]:
+    return _respond(request, _simple(404, "not-found", "Not found", f"{exc.kind} not found"))
+
+
+def _handle_exists(request: Request[Any, Any, Any], exc: AlreadyExists) -> Response[Any]:
+    problem = Problem(
+        type=problem_type("already-exists"),
+        title="Already exists",
+        status=409,
+        detail=str(exc),
+        extensions={"field": exc.field},
+    )
+    return _respond(request, problem)
+
+
+def _handle_stale(request: Request[Any, Any, Any], exc: StaleVersion) -> Response[Any]:
+    problem = Problem(
+        type=problem_type("stale-version"),
+        title="The object was changed by someone else",
+        status=409,
+        detail=str(exc),
+        extensions={"current_version": exc.current_version},
+    )
+    return _respond(request, problem)
+
+
+def _handle_unavailable(request: Request[Any, Any, Any], exc: StorageUnavailable) -> Response[Any]:
+    _log.error("storage unavailable: %s", exc)
+    return _respond(
+        request,
+        _simple(503, "unavailable", "Service unavailable", "storage is unreachable, retry later"),
+        {"Retry-After": "5"},
+    )
+
+
+def _handle_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # The traceback goes to the log with the request id; the client learns nothing internal.
+    _log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    problem = _simple(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        "the error was logged; quote the X-Request-ID header when reporting it",
+    )
+    return _respond(request, problem)
+
+
+exception_handlers: ExceptionHandlersMap = {
+    ProblemError: _handle_problem_error,
+    ValidationException: _handle_validation,
+    HTTPException: _handle_http,
+    NotFound: _handle_not_found,
+    AlreadyExists: _handle_exists,
+    StaleVersion: _handle_stale,
+    StorageUnavailable: _handle_unavailable,
+    Exception: _handle_internal,
+}
