@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 
 from server.settings import Settings
 from storage.blobs import BlobStore
-from storage.db import Conn
 
 __all__ = ["Db", "Resources", "provide_conn", "resources_of"]
 
@@ -31,11 +31,12 @@ def resources_of(state: State | Any) -> Resources:
     return res
 
 
-async def provide_conn(state: State) -> AsyncGenerator[Conn, None]:
+async def provide_conn(state: State) -> AsyncGenerator[PoolConnectionProxy, None]:
     """One pooled connection per request that needs one, returned to the pool afterwards."""
     async with resources_of(state).pool.acquire() as conn:
         yield conn
 
 
-# A route parameter ``db: Db`` receives the request's pooled connection.
-Db = NamedDependency[Conn]
+# A route parameter ``db: Db`` receives the request's pooled connection. (One concrete type:
+# Litestar's signature model cannot take a union of two custom types here.)
+Db = NamedDependency[PoolConnectionProxy]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -73,3 +74,37 @@ def test_check_fails_when_database_is_unreachable(tmp_path: Path) -> None:
     result = run_cli("check", env=env)
     assert result.returncode == 1
     assert "database: unreachable" in result.stdout
+
+
+async def test_two_migrate_processes_at_once(pg_server_dsn: str, tmp_path: Path) -> None:
+    from storage.db import connect, with_database
+    from storage.migrate import load_migrations
+    from tests.conftest import create_scratch_database, drop_database
+
+    name = await create_scratch_database(pg_server_dsn, "fairwatch_cli")
+    dsn = with_database(pg_server_dsn, name)
+    try:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("FAIRWATCH_")}
+        env = {**clean, "FAIRWATCH_DATABASE_URL": dsn, "FAIRWATCH_DATA_DIR": str(tmp_path)}
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "server", "migrate",
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            for _ in range(2)
+        ]  # fmt: skip
+        outputs = await asyncio.wait_for(
+            asyncio.gather(*(p.communicate() for p in procs)), timeout=120
+        )
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        said = sorted(out.decode() for out, _ in outputs)
+        assert "up to date" in said[1]  # the one that waited found nothing left to do
+        assert "0001_foundation" in said[0]
+        conn = await connect(dsn)
+        try:
+            count = await conn.fetchval("SELECT count(*) FROM schema_migrations")
+        finally:
+            await conn.close()
+        assert count == len(load_migrations())
+    finally:
+        await drop_database(pg_server_dsn, name)
