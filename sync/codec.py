@@ -1,0 +1,164 @@
+"""Encoding and decoding of sync messages in JSON and MessagePack, with one decoder per message type
+built once at import, and the per-mutation decode that keeps one bad mutation from failing a batch.
+"""
+
+from __future__ import annotations
+
+import enum
+import typing
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from sync.attachments import UploadRequest, UploadStatus
+from sync.messages import (
+    EnrollRequest,
+    EnrollResponse,
+    Mutation,
+    MutationEnvelope,
+    PullRequest,
+    PullResponse,
+    PushRequest,
+    PushResponse,
+    WipeInstruction,
+)
+
+__all__ = [
+    "CONTENT_TYPES",
+    "DecodedPush",
+    "InvalidMutation",
+    "WireFormat",
+    "decode",
+    "decode_mutation",
+    "decode_push",
+    "encode",
+    "format_for_content_type",
+]
+
+T = TypeVar("T")
+
+
+class WireFormat(enum.StrEnum):
+    JSON = "json"
+    MSGPACK = "msgpack"
+
+
+CONTENT_TYPES: Final = {
+    WireFormat.JSON: "application/json",
+    WireFormat.MSGPACK: "application/msgpack",
+}
+_BY_CONTENT_TYPE: Final = {
+    "application/json": WireFormat.JSON,
+    "application/msgpack": WireFormat.MSGPACK,
+    "application/x-msgpack": WireFormat.MSGPACK,
+    "application/vnd.msgpack": WireFormat.MSGPACK,
+}
+
+_MESSAGE_TYPES: Final[tuple[Any, ...]] = (
+    PushRequest,
+    PushResponse,
+    PullRequest,
+    PullResponse,
+    EnrollRequest,
+    EnrollResponse,
+    WipeInstruction,
+    MutationEnvelope,
+    Mutation,
+    UploadRequest,
+    UploadStatus,
+)
+_JSON_DECODERS: Final[dict[Any, msgspec.json.Decoder[Any]]] = {
+    t: msgspec.json.Decoder(t) for t in _MESSAGE_TYPES
+}
+_MSGPACK_DECODERS: Final[dict[Any, msgspec.msgpack.Decoder[Any]]] = {
+    t: msgspec.msgpack.Decoder(t) for t in _MESSAGE_TYPES
+}
+_JSON_ENCODER: Final = msgspec.json.Encoder()
+_MSGPACK_ENCODER: Final = msgspec.msgpack.Encoder()
+
+
+def format_for_content_type(content_type: str | None) -> WireFormat | None:
+    """The wire format for a Content-Type header (parameters ignored), or None if unsupported."""
+    if content_type is None:
+        return None
+    media = content_type.split(";", 1)[0].strip().lower()
+    return _BY_CONTENT_TYPE.get(media)
+
+
+def decode(message_type: type[T], body: bytes | msgspec.Raw, fmt: WireFormat) -> T:
+    """Decode and validate one message. Raises ``msgspec.ValidationError`` / ``DecodeError``."""
+    decoders: dict[Any, Any] = _JSON_DECODERS if fmt is WireFormat.JSON else _MSGPACK_DECODERS
+    decoder = decoders.get(message_type)
+    if decoder is None:
+        raise TypeError(f"{message_type!r} is not a sync message type")
+    result: T = decoder.decode(body)
+    return result
+
+
+def encode(message: object, fmt: WireFormat) -> bytes:
+    """Encode a message for the wire."""
+    if fmt is WireFormat.JSON:
+        return _JSON_ENCODER.encode(message)
+    return _MSGPACK_ENCODER.encode(message)
+
+
+class InvalidMutation(msgspec.Struct, frozen=True, kw_only=True):
+    """A mutation whose envelope is readable but whose body is not; it is rejected on its own.
+
+    ``body`` is the mutation decoded as plain data, so its hash can still prove a resend identical.
+    """
+
+    envelope: MutationEnvelope
+    error: str
+    unknown_kind: bool
+    body: Any
+    raw: bytes
+
+
+class DecodedPush(msgspec.Struct, frozen=True, kw_only=True):
+    request: PushRequest
+    mutations: tuple[Mutation | InvalidMutation, ...]
+
+
+_KNOWN_KINDS: Final = frozenset(t.__struct_config__.tag for t in typing.get_args(Mutation))
+
+
+def decode_push(body: bytes, fmt: WireFormat) -> DecodedPush:
+    """Decode a push body, then each mutation on its own.
+
+    The request fails as a whole (422) only if it is malformed or a mutation lacks a readable
+    ``kind``/``seq``/``mutation_id``: without those the server cannot account for it. Any other
+    problem makes that one mutation an ``InvalidMutation``, which the push rules reject while still
+    consuming its seq, so the device's queue keeps moving.
+    """
+    request = decode(PushRequest, body, fmt)
+    items: list[Mutation | InvalidMutation] = []
+    for raw in request.mutations:
+        envelope = decode(MutationEnvelope, raw, fmt)
+        try:
+            items.append(decode_mutation(raw, fmt))
+        except msgspec.ValidationError as exc:
+            generic = msgspec.json.decode(raw) if fmt is WireFormat.JSON else _msgpack_any(raw)
+            items.append(
+                InvalidMutation(
+                    envelope=envelope,
+                    error=str(exc),
+                    unknown_kind=envelope.kind not in _KNOWN_KINDS,
+                    body=generic,
+                    raw=bytes(raw),
+                )
+            )
+    return DecodedPush(request=request, mutations=tuple(items))
+
+
+def decode_mutation(body: bytes | msgspec.Raw, fmt: WireFormat) -> Mutation:
+    """Decode one mutation of the tagged union (``kind`` selects the type)."""
+    if fmt is WireFormat.JSON:
+        result: Mutation = _JSON_DECODERS[Mutation].decode(body)
+    else:
+        result = _MSGPACK_DECODERS[Mutation].decode(body)
+    return result
+
+
+def _msgpack_any(raw: msgspec.Raw) -> Any:
+    return msgspec.msgpack.decode(raw)

@@ -1,0 +1,1 @@
+"""Unit tests of the sync protocol core (pure, no I/O)."""
