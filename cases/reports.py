@@ -14,6 +14,8 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
+from cases.taxonomy import CATEGORY_CODE_PATTERN as TAXONOMY_CODE_PATTERN
+
 __all__ = [
     "AMENDABLE_FIELDS",
     "CATEGORY_CODE_PATTERN",
@@ -43,8 +45,8 @@ MAX_ATTACHMENTS: Final = 20
 MAX_NARRATIVE_CHARS: Final = 20_000
 # Cheap phones record short videos at best; anything larger is almost certainly a mistake.
 MAX_ATTACHMENT_BYTES: Final = 512 * 1024 * 1024
-# Taxonomy codes are lowercase dotted slugs, e.g. "recruitment_fees" or "wages.withheld".
-CATEGORY_CODE_PATTERN: Final = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
+# Taxonomy codes, e.g. "FR.RECRUITMENT_FEE" (see cases/taxonomy.py for the catalogue).
+CATEGORY_CODE_PATTERN: Final = TAXONOMY_CODE_PATTERN
 
 # Meta(ge=..., le=...) also refuses NaN and infinities (a NaN fails every comparison).
 Latitude = Annotated[float, Meta(ge=-90.0, le=90.0)]

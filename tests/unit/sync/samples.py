@@ -23,7 +23,7 @@ def report_dict(**overrides: Any) -> dict[str, Any]:
         "occurred_at": "2025-02-27T08:30:00+03:00",
         "occurred_precision": "day",
         "location": {"lat": 25.2854, "lon": 51.531, "accuracy_m": 12.5, "place": "Industrial Area"},
-        "categories": ["recruitment_fees", "identity_documents.retained"],
+        "categories": ["FR.RECRUITMENT_FEE", "FL.DOC_RETENTION"],
         "severity": 4,
         "workers_affected": 12,
         "sector": "construction",

@@ -12,7 +12,7 @@ from tests.unit.sync.samples import NOW, create_report, sample_report
 
 MONITOR = uuid.UUID(int=500)
 STRANGER = uuid.UUID(int=501)
-KNOWN = frozenset({"recruitment_fees", "identity_documents.retained", "wages.withheld"})
+KNOWN = frozenset({"FR.RECRUITMENT_FEE", "FL.DOC_RETENTION", "FL.WAGE_WITHHOLDING"})
 
 
 def stored(version: int = 1, **changes: object) -> StoredReport:
@@ -43,13 +43,13 @@ def test_new_report_is_version_one() -> None:
 
 
 def test_unknown_category_is_named() -> None:
-    mutation = create_report(1, report=sample_report(categories=["made_up"]))
+    mutation = create_report(1, report=sample_report(categories=["XX.MADE_UP"]))
     outcome = decide_create(
         mutation, monitor_id=MONITOR, existing=None, known_categories=KNOWN, received_at=NOW
     )
     assert outcome.result.reason is ReasonCode.UNKNOWN_CATEGORY
     assert outcome.result.detail is not None
-    assert "made_up" in outcome.result.detail
+    assert "XX.MADE_UP" in outcome.result.detail
     assert outcome.write is None
 
 

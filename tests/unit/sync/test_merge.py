@@ -166,14 +166,14 @@ def test_report_merge_unions_categories_and_attachments() -> None:
     audio = DeclaredAttachment(sha256="c" * 64, size_bytes=10, media_type="audio/ogg")
     current = msgspec.structs.replace(
         base,
-        categories=(*base.categories, "wages.withheld"),
+        categories=(*base.categories, "FL.WAGE_WITHHOLDING"),
         attachments=(*base.attachments, photo),
     )
     changes = ReportChanges(
-        categories=("recruitment_fees",), attachments=(*base.attachments, audio)
+        categories=("FR.RECRUITMENT_FEE",), attachments=(*base.attachments, audio)
     )
     merged, result = merge_report(base, current, changes)
-    assert merged.categories == ("recruitment_fees", "wages.withheld")
+    assert merged.categories == ("FR.RECRUITMENT_FEE", "FL.WAGE_WITHHOLDING")
     assert [a.sha256 for a in merged.attachments] == ["a" * 64, "b" * 64, "c" * 64]
     assert result.conflicts == ()
 
@@ -195,11 +195,13 @@ def test_report_merge_of_party_and_worker_sub_fields() -> None:
 
 
 def test_report_merge_that_breaks_a_limit_is_refused() -> None:
-    base = sample_report(categories=[f"c{i:02d}" for i in range(15)])
+    base = sample_report(categories=[f"CA.C_{chr(65 + i)}" for i in range(15)])
     current = msgspec.structs.replace(
-        base, categories=(*base.categories, *(f"s{i}x" for i in range(5)))
+        base, categories=(*base.categories, *(f"SV.S_{chr(65 + i)}" for i in range(5)))
     )
-    changes = ReportChanges(categories=(*base.categories, *(f"d{i}x" for i in range(5))))
+    changes = ReportChanges(
+        categories=(*base.categories, *(f"DV.D_{chr(65 + i)}" for i in range(5)))
+    )
     with pytest.raises(msgspec.ValidationError, match="categories"):
         merge_report(base, current, changes)
 

@@ -22,7 +22,7 @@ def decode(body: dict[str, Any], fmt: str) -> Report:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_valid_report_decodes(fmt: str) -> None:
     report = decode(report_dict(), fmt)
-    assert report.categories == ("recruitment_fees", "identity_documents.retained")
+    assert report.categories == ("FR.RECRUITMENT_FEE", "FL.DOC_RETENTION")
     assert report.location.lat == pytest.approx(25.2854)
     assert report.employer is not None
     assert report.employer.entity_id is None
@@ -99,7 +99,7 @@ def test_defaults_stay_off_the_wire() -> None:
         "id": "6f1c2d3e-4b5a-4c6d-8e7f-0123456789ab",
         "occurred_at": "2025-02-27T08:30:00Z",
         "location": {"lat": 1.0, "lon": 2.0},
-        "categories": ["wages.withheld"],
+        "categories": ["FL.WAGE_WITHHOLDING"],
         "severity": 2,
     }
     report = msgspec.json.decode(msgspec.json.encode(minimal), type=Report)
