@@ -1,1 +1,1 @@
-"""The Fairwatch domain: taxonomy, reports, cases, registry, matching and risk statistics. No I/O."""
+"""The Fairwatch domain: taxonomy, reports, cases, registry, matching, risk statistics. No I/O."""

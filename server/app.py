@@ -17,16 +17,24 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from server.auth import AuthMiddleware, Principal, principal_of
+from cases.taxonomy import load_taxonomy
+from server.auth import AuthMiddleware, Principal, device_of, principal_of
 from server.logs import RequestIdMiddleware
 from server.problems import exception_handlers
 from server.resources import Resources, provide_conn
-from server.routes import auth, health, users
-from server.runtime import open_blob_store, resolve_database_url
+from server.routes import auth, health, monitors, reports, sync, users
+from server.runtime import (
+    load_keyring,
+    open_blob_store,
+    resolve_database_url,
+    resolve_secret_key,
+)
 from server.scheduler import run_scheduler
 from server.settings import Settings
 from server.worker import run_worker
 from storage.db import create_pool
+from storage.devices import DeviceAuth
+from storage.feed import publish_taxonomy
 
 __all__ = ["create_app"]
 
@@ -43,11 +51,31 @@ ROUTES = [
     users.create_user,
     users.get_user,
     users.update_user,
+    monitors.create_monitor,
+    monitors.list_monitors,
+    monitors.get_monitor,
+    monitors.create_enrollment_code,
+    monitors.list_devices,
+    monitors.revoke_device,
+    reports.list_report_summaries,
+    reports.get_report,
+    reports.list_report_conflicts,
+    reports.resolve,
+    sync.enroll,
+    sync.push,
+    sync.pull,
+    sync.start_attachment,
+    sync.attachment_status,
+    sync.put_attachment_part,
 ]
 
 
 def _provide_principal(request: Request) -> Principal:  # type: ignore[type-arg]
     return principal_of(request)
+
+
+def _provide_device(request: Request) -> DeviceAuth:  # type: ignore[type-arg]
+    return device_of(request)
 
 
 def create_app(settings: Settings, *, background: frozenset[str] = frozenset()) -> Litestar:
@@ -61,7 +89,18 @@ def create_app(settings: Settings, *, background: frozenset[str] = frozenset()) 
         tasks: list[asyncio.Task[None]] = []
         try:
             blobs = await open_blob_store(settings)
-            app.state.resources = Resources(settings=settings, pool=pool, blobs=blobs, dsn=dsn)
+            taxonomy = load_taxonomy()
+            async with pool.acquire() as conn:
+                await publish_taxonomy(conn, taxonomy)
+            app.state.resources = Resources(
+                settings=settings,
+                pool=pool,
+                blobs=blobs,
+                dsn=dsn,
+                keyring=await load_keyring(settings),
+                taxonomy=taxonomy,
+                secret_key=await resolve_secret_key(settings),
+            )
             if "worker" in background:
                 tasks.append(
                     asyncio.create_task(run_worker(pool, stop, settings.worker_poll_seconds))
@@ -82,6 +121,7 @@ def create_app(settings: Settings, *, background: frozenset[str] = frozenset()) 
         dependencies={
             "db": Provide(provide_conn),
             "principal": Provide(_provide_principal, sync_to_thread=False),
+            "device": Provide(_provide_device, sync_to_thread=False),
         },
         middleware=[
             RequestIdMiddleware,

@@ -20,20 +20,30 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from cases.accounts import Role
 from server.passwords import hash_token
+from server.problems import ProblemError
 from server.resources import resources_of
 from storage.accounts import SessionRepository
+from storage.devices import DeviceAuth, DeviceRepository
 
 __all__ = [
     "ANY_STAFF",
+    "DEVICE_TOKEN_PREFIX",
     "AuthMiddleware",
     "Caller",
+    "DeviceCaller",
+    "DevicePrincipal",
     "Guard",
     "Principal",
+    "device_of",
     "principal_of",
     "requires",
+    "requires_device",
 ]
 
 PUBLIC = "public"
+# Device credentials carry a prefix so one lookup finds the right table (and so a leaked one is
+# recognisable in a secret scanner).
+DEVICE_TOKEN_PREFIX = "fwd_"  # noqa: S105 - a prefix, not a secret
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -44,6 +54,29 @@ class Principal(msgspec.Struct, frozen=True):
     role: Role
     session_id: uuid.UUID
     email: str
+
+
+class DevicePrincipal(msgspec.Struct, frozen=True):
+    """An enrolled, unrevoked device acting for one monitor."""
+
+    device: DeviceAuth
+
+    @property
+    def org_id(self) -> uuid.UUID:
+        return self.device.org_id
+
+
+def _wipe(device: DeviceAuth) -> ProblemError:
+    revoked = device.revoked_at.isoformat() if device.revoked_at else None
+    return ProblemError(
+        403,
+        "device-revoked",
+        "This device is no longer enrolled",
+        "erase all local data, including the outbox, and forget the credential",
+        wipe=True,
+        reason=device.revoked_reason or "device_revoked",
+        revoked_at=revoked,
+    )
 
 
 def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -64,6 +97,14 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         if token is None:
             raise NotAuthorizedException()
         res = resources_of(connection.app.state)
+        if token.startswith(DEVICE_TOKEN_PREFIX):
+            async with res.pool.acquire() as conn:
+                device = await DeviceRepository(conn).resolve(hash_token(token))
+            if device is None:
+                raise NotAuthorizedException(detail="the device credential is unknown")
+            if device.revoked_at is not None or not device.monitor_active:
+                raise _wipe(device)
+            return AuthenticationResult(user=DevicePrincipal(device), auth=token)
         async with res.pool.acquire() as conn:
             resolved = await SessionRepository(conn).resolve(hash_token(token))
         if resolved is None:
@@ -98,6 +139,24 @@ def requires(*roles: Role) -> Guard:
     return guard
 
 
+def requires_device() -> Guard:
+    """A guard admitting enrolled devices only (the sync endpoints)."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if not isinstance(connection.user, DevicePrincipal):
+            raise PermissionDeniedException(detail="only an enrolled device may call this")
+
+    guard.roles = frozenset({"device"})  # type: ignore[attr-defined]  # read by the policy test
+    return guard
+
+
+def device_of(connection: ASGIConnection[Any, Any, Any, Any]) -> DeviceAuth:
+    principal = connection.user
+    if not isinstance(principal, DevicePrincipal):
+        raise NotAuthorizedException()
+    return principal.device
+
+
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     principal = connection.user
     if not isinstance(principal, Principal):
@@ -107,5 +166,7 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
 
 ANY_STAFF = (Role.ORG_ADMIN, Role.CASE_MANAGER, Role.ANALYST)
 
-# A route parameter ``principal: Caller`` receives the authenticated caller.
+# A route parameter ``principal: Caller`` receives the authenticated staff member,
+# ``device: DeviceCaller`` the authenticated device.
 Caller = NamedDependency[Principal]
+DeviceCaller = NamedDependency[DeviceAuth]

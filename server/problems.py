@@ -21,7 +21,9 @@ from litestar.exceptions import (
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
+from storage.attachments import AttachmentRefused
 from storage.errors import AlreadyExists, NotFound, StaleVersion, StorageUnavailable
+from storage.keyring import MasterKeyUnavailable
 
 __all__ = ["FieldError", "Problem", "ProblemError", "exception_handlers", "problem_type"]
 
@@ -198,7 +200,22 @@ def _handle_internal(request: Request[Any, Any, Any], exc: Exception) -> Respons
     return _respond(request, problem)
 
 
+def _handle_attachment(request: Request[Any, Any, Any], exc: AttachmentRefused) -> Response[Any]:
+    slug = exc.reason.replace("_", "-")
+    return _respond(request, _simple(exc.status, slug, "The attachment was refused", exc.detail))
+
+
+def _handle_master_key(request: Request[Any, Any, Any], exc: MasterKeyUnavailable) -> Response[Any]:
+    _log.error("encryption key unavailable: %s", exc)
+    return _respond(
+        request,
+        _simple(503, "unavailable", "Service unavailable", "an encryption key is not configured"),
+    )
+
+
 exception_handlers: ExceptionHandlersMap = {
+    AttachmentRefused: _handle_attachment,
+    MasterKeyUnavailable: _handle_master_key,
     ProblemError: _handle_problem_error,
     ValidationException: _handle_validation,
     HTTPException: _handle_http,

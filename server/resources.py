@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -11,8 +13,10 @@ from asyncpg.pool import PoolConnectionProxy
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 
+from cases.taxonomy import Taxonomy
 from server.settings import Settings
 from storage.blobs import BlobStore
+from storage.keyring import Keyring
 
 __all__ = ["Db", "Resources", "provide_conn", "resources_of"]
 
@@ -23,6 +27,14 @@ class Resources:
     pool: asyncpg.Pool
     blobs: BlobStore
     dsn: str
+    keyring: Keyring
+    taxonomy: Taxonomy
+    secret_key: bytes
+
+    @property
+    def cursor_key(self) -> bytes:
+        # A key of its own for sync cursors, derived so rotating one purpose never touches others.
+        return hmac.new(self.secret_key, b"fairwatch sync cursor v1", hashlib.sha256).digest()
 
 
 def resources_of(state: State | Any) -> Resources:

@@ -15,14 +15,17 @@ from storage.accounts import OrgRepository, UserRepository
 from storage.blobs import BlobStore, LocalBlobStore, S3BlobStore
 from storage.db import connect, ensure_database
 from storage.embedded import start_embedded_postgres
+from storage.keyring import Keyring, load_master_keys
 from storage.migrate import Migration, apply_migrations
 
 __all__ = [
     "DemoAccount",
     "bootstrap_demo",
+    "load_keyring",
     "migrate_database",
     "open_blob_store",
     "resolve_database_url",
+    "resolve_secret_key",
 ]
 
 _log = logging.getLogger("fairwatch.runtime")
@@ -36,6 +39,43 @@ async def resolve_database_url(settings: Settings) -> str:
     pgdata = settings.data_dir / "postgres"
     server = await asyncio.to_thread(start_embedded_postgres, pgdata)
     return await ensure_database(server.dsn(), EMBEDDED_DATABASE)
+
+
+async def load_keyring(settings: Settings) -> Keyring:
+    """The master keys from configuration; in development one is generated into the data dir."""
+    masters = await asyncio.to_thread(
+        load_master_keys,
+        settings.master_key,
+        settings.master_key_file,
+        list(settings.previous_master_keys),
+        settings.generated_master_key_file,
+    )
+    if masters.generated:
+        _log.warning(
+            "generated a new master key in %s (mode 0600): back it up, without it the "
+            "encrypted fields of this database cannot be read",
+            masters.source,
+        )
+    return Keyring(masters)
+
+
+async def resolve_secret_key(settings: Settings) -> bytes:
+    """The server's signing key: configured, or generated once into the data dir (development)."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    return await asyncio.to_thread(_read_or_create_secret, settings.secret_key_file)
+
+
+def _read_or_create_secret(path: Path) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    secret = secrets.token_urlsafe(48).encode()
+    with os.fdopen(fd, "wb") as out:
+        out.write(secret)
+    return secret
 
 
 async def open_blob_store(settings: Settings) -> BlobStore:

@@ -6,7 +6,6 @@ Nothing reads the environment at import time; ``load_settings(os.environ)`` is c
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -52,7 +51,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     db_pool_min: int = 2
     db_pool_max: int = 10
     s3: S3Settings | None = None  # None: the local blob store under data_dir
-    secret_key: str = ""
+    secret_key: str = ""  # empty in development: generated once into data_dir/secret.key
+    master_key: str | None = None  # base64 of 32 bytes
+    master_key_file: Path | None = None
+    previous_master_keys: tuple[str, ...] = ()
     max_body_bytes: int = 10 * 1024 * 1024
     session_ttl_hours: int = 12
     log_level: str = "INFO"
@@ -71,6 +73,17 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __repr__(self) -> str:  # keep secrets and passwords in URLs out of logs and tracebacks
         db = _redact_url(self.database_url) if self.database_url else "embedded"
         return f"Settings(environment={self.environment}, database={db}, s3={self.s3!r})"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.data_dir / "secret.key"
+
+    @property
+    def generated_master_key_file(self) -> Path | None:
+        """Where development generates a master key; None when one is configured."""
+        if self.master_key or self.master_key_file:
+            return None
+        return self.data_dir / "master.key"
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -188,9 +201,21 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             raise SettingsError(
                 "FAIRWATCH_SECRET_KEY", "required in production (at least 32 random characters)"
             )
-    elif not secret_key:
-        # Development only: a per-process key; sessions survive restarts because they are stored.
-        secret_key = secrets.token_urlsafe(32)
+    master_key = env.get("FAIRWATCH_MASTER_KEY") or None
+    master_key_file = (
+        Path(env["FAIRWATCH_MASTER_KEY_FILE"]) if env.get("FAIRWATCH_MASTER_KEY_FILE") else None
+    )
+    if master_key and master_key_file:
+        raise SettingsError(
+            "FAIRWATCH_MASTER_KEY_FILE", "set either it or FAIRWATCH_MASTER_KEY, not both"
+        )
+    if production and not (master_key or master_key_file):
+        raise SettingsError(
+            "FAIRWATCH_MASTER_KEY", "required in production (or FAIRWATCH_MASTER_KEY_FILE)"
+        )
+    previous = tuple(
+        k.strip() for k in env.get("FAIRWATCH_PREVIOUS_MASTER_KEYS", "").split(",") if k.strip()
+    )
 
     log_level = env.get("FAIRWATCH_LOG_LEVEL", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -211,6 +236,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         db_pool_max=pool_max,
         s3=_s3(env, production),
         secret_key=secret_key,
+        master_key=master_key,
+        master_key_file=master_key_file,
+        previous_master_keys=previous,
         max_body_bytes=_int(env, "FAIRWATCH_MAX_BODY_BYTES", 10 * 1024 * 1024, 1024, 2**31),
         session_ttl_hours=_int(env, "FAIRWATCH_SESSION_TTL_HOURS", 12, 1, 24 * 90),
         log_level=log_level,

@@ -59,9 +59,14 @@ class ChangeBase(msgspec.Struct, tag_field="kind", frozen=True, kw_only=True):
 
 
 class ReportStatusChange(ChangeBase, tag="report_status", frozen=True, kw_only=True):
-    """Where one of the monitor's own reports stands: its case status and what the team saw."""
+    """Where one of the monitor's own reports stands: its case status and what the team saw.
+
+    ``version`` counts status updates (a blob arriving changes the status, not the report);
+    ``report_version`` is the report's own version, the base for the next amendment.
+    """
 
     report_id: UUID
+    report_version: Version | None = None
     status: Annotated[str, Meta(max_length=40)]
     case_reference: Annotated[str, Meta(max_length=40)] | None = None
     message: Annotated[str, Meta(max_length=2000)] | None = None

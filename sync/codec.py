@@ -30,6 +30,7 @@ __all__ = [
     "WireFormat",
     "decode",
     "decode_mutation",
+    "decode_one_mutation",
     "decode_push",
     "encode",
     "format_for_content_type",
@@ -132,23 +133,29 @@ def decode_push(body: bytes, fmt: WireFormat) -> DecodedPush:
     consuming its seq, so the device's queue keeps moving.
     """
     request = decode(PushRequest, body, fmt)
-    items: list[Mutation | InvalidMutation] = []
-    for raw in request.mutations:
-        envelope = decode(MutationEnvelope, raw, fmt)
-        try:
-            items.append(decode_mutation(raw, fmt))
-        except msgspec.ValidationError as exc:
-            generic = msgspec.json.decode(raw) if fmt is WireFormat.JSON else _msgpack_any(raw)
-            items.append(
-                InvalidMutation(
-                    envelope=envelope,
-                    error=str(exc),
-                    unknown_kind=envelope.kind not in _KNOWN_KINDS,
-                    body=generic,
-                    raw=bytes(raw),
-                )
-            )
-    return DecodedPush(request=request, mutations=tuple(items))
+    return DecodedPush(
+        request=request, mutations=tuple(decode_one_mutation(raw, fmt) for raw in request.mutations)
+    )
+
+
+def decode_one_mutation(raw: bytes | msgspec.Raw, fmt: WireFormat) -> Mutation | InvalidMutation:
+    """One mutation, or an ``InvalidMutation`` when only its envelope is readable.
+
+    Raises ``msgspec.ValidationError``/``DecodeError`` when even the envelope is unreadable.
+    Also used to revive a held mutation from the bytes stored for it.
+    """
+    envelope = decode(MutationEnvelope, raw, fmt)
+    try:
+        return decode_mutation(raw, fmt)
+    except msgspec.ValidationError as exc:
+        generic = msgspec.json.decode(raw) if fmt is WireFormat.JSON else _msgpack_any(raw)
+        return InvalidMutation(
+            envelope=envelope,
+            error=str(exc),
+            unknown_kind=envelope.kind not in _KNOWN_KINDS,
+            body=generic,
+            raw=bytes(raw),
+        )
 
 
 def decode_mutation(body: bytes | msgspec.Raw, fmt: WireFormat) -> Mutation:
@@ -160,5 +167,5 @@ def decode_mutation(body: bytes | msgspec.Raw, fmt: WireFormat) -> Mutation:
     return result
 
 
-def _msgpack_any(raw: msgspec.Raw) -> Any:
+def _msgpack_any(raw: bytes | msgspec.Raw) -> Any:
     return msgspec.msgpack.decode(raw)

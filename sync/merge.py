@@ -27,6 +27,7 @@ __all__ = [
     "merge_fields",
     "merge_report",
     "report_fields",
+    "set_field_path",
 ]
 
 ElementKey = Callable[[Any], Any]
@@ -192,3 +193,44 @@ def merge_report(
     result = merge_fields(report_fields(base), report_fields(current), amendment_fields(changes))
     merged = msgspec.convert(result.fields, Report)
     return merged, result
+
+
+def set_field_path(
+    fields: Mapping[str, Any],
+    path: str,
+    value: Any,
+    *,
+    set_fields: Mapping[str, ElementKey] = REPORT_SET_FIELDS,
+) -> dict[str, Any]:
+    """A copy of ``fields`` with the conflict ``path`` set to ``value`` (``None``: removed).
+
+    Paths are those of ``FieldConflict``: ``name``, ``name.sub`` or ``name[key]`` for an element
+    of a set field. This is how a case manager's resolution of a conflict is applied.
+    """
+    out = dict(fields)
+    if "[" in path and path.endswith("]"):
+        name, _, key = path[:-1].partition("[")
+        element_key = set_fields[name]
+        kept = [e for e in out.get(name) or [] if str(element_key(e)) != key]
+        if value is not None:
+            position = next(
+                (i for i, e in enumerate(out.get(name) or []) if str(element_key(e)) == key),
+                len(kept),
+            )
+            kept.insert(position, value)
+        out[name] = kept
+        return out
+    if "." in path:
+        name, _, sub = path.partition(".")
+        inner = dict(out.get(name) or {})
+        if value is None:
+            inner.pop(sub, None)
+        else:
+            inner[sub] = value
+        out[name] = inner
+        return out
+    if value is None:
+        out.pop(path, None)
+    else:
+        out[path] = value
+    return out

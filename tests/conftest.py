@@ -16,8 +16,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from cases.taxonomy import load_taxonomy
 from storage.db import Conn, connect, with_database
 from storage.embedded import start_embedded_postgres
+from storage.feed import publish_taxonomy
 from storage.migrate import apply_migrations
 
 
@@ -93,7 +95,7 @@ async def db(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
 
 
 # Tables whose rows come from migrations (reference data) survive the per-test cleanup.
-SEEDED_TABLES: frozenset[str] = frozenset({"schema_migrations"})
+SEEDED_TABLES: frozenset[str] = frozenset({"schema_migrations", "sync_feed_state"})
 
 
 async def truncate_all(pool: asyncpg.Pool) -> None:
@@ -104,3 +106,5 @@ async def truncate_all(pool: asyncpg.Pool) -> None:
         if names:
             quoted = ", ".join(f'"{n}"' for n in names)
             await conn.execute(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE")
+        # The taxonomy's feed rows went with the truncation: publish them again.
+        await publish_taxonomy(conn, load_taxonomy(), force=True)

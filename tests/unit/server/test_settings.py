@@ -15,7 +15,8 @@ def test_defaults_use_embedded_database_and_local_blobs() -> None:
     assert settings.s3 is None
     assert settings.environment is Environment.DEVELOPMENT
     assert settings.blob_dir == Path("var") / "blobs"
-    assert len(settings.secret_key) >= 32  # generated for development
+    assert settings.secret_key == ""  # development generates one into the data directory
+    assert settings.generated_master_key_file == Path("var") / "master.key"
 
 
 def test_database_url_is_used_when_set() -> None:
@@ -46,6 +47,18 @@ def test_database_url_is_used_when_set() -> None:
         (
             {"FAIRWATCH_ENV": "production", "FAIRWATCH_DATABASE_URL": "postgresql://a@b/c"},
             "FAIRWATCH_SECRET_KEY",
+        ),
+        (
+            {
+                "FAIRWATCH_ENV": "production",
+                "FAIRWATCH_DATABASE_URL": "postgresql://a@b/c",
+                "FAIRWATCH_SECRET_KEY": "k" * 40,
+            },
+            "FAIRWATCH_MASTER_KEY",
+        ),
+        (
+            {"FAIRWATCH_MASTER_KEY": "abc", "FAIRWATCH_MASTER_KEY_FILE": "/x"},
+            "FAIRWATCH_MASTER_KEY_FILE",
         ),
     ],
 )
@@ -95,7 +108,9 @@ def test_production_accepts_complete_configuration() -> None:
             "FAIRWATCH_ENV": "production",
             "FAIRWATCH_DATABASE_URL": "postgresql://fw@db/fw",
             "FAIRWATCH_SECRET_KEY": "s" * 48,
+            "FAIRWATCH_MASTER_KEY_FILE": "/run/secrets/fairwatch-master.key",
         }
     )
     assert settings.environment is Environment.PRODUCTION
+    assert settings.generated_master_key_file is None
     assert settings.create_demo is False

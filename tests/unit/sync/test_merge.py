@@ -210,3 +210,19 @@ def test_report_fields_are_complete() -> None:
     fields = report_fields(sample_report())
     assert fields["consent"] == {"follow_up": True, "referral": False, "sharing": False}
     assert fields["employer"]["entity_id"] is None
+
+
+def test_set_field_path_applies_a_resolution() -> None:
+    from sync.merge import set_field_path
+
+    fields = report_fields(sample_report())
+    assert set_field_path(fields, "severity", 5)["severity"] == 5
+    assert "sector" not in set_field_path({**fields, "sector": "garments"}, "sector", None)
+    moved = set_field_path(fields, "location.lat", 1.5)
+    assert moved["location"]["lat"] == 1.5
+    assert fields["location"]["lat"] != 1.5  # the input is not modified
+    code = fields["categories"][0]
+    dropped = set_field_path(fields, f"categories[{code}]", None)
+    assert code not in dropped["categories"]
+    kept = set_field_path(fields, f"categories[{code}]", code)
+    assert kept["categories"] == fields["categories"]

@@ -1,0 +1,149 @@
+"""The review queue of amendment conflicts, and their explicit resolution by a case manager.
+
+A conflict kept the server's value when it arose; resolving it either confirms that value, takes
+the device's value, or sets another, as a new report version that the monitor's devices receive.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from cases.reports import Report
+from storage.db import Conn
+from storage.errors import NotFound, StorageError
+from storage.feed import publish_report_state
+from storage.keyring import Keyring
+from storage.queries import Q
+from storage.reports import ReportStore
+from sync.merge import report_fields, set_field_path
+
+__all__ = [
+    "Conflict",
+    "ConflictAlreadyResolved",
+    "InvalidResolution",
+    "Resolution",
+    "list_conflicts",
+    "resolve_conflict",
+]
+
+_EPOCH = datetime(1970, 1, 1).astimezone()
+_NIL = uuid.UUID(int=0)
+
+
+class Resolution(StrEnum):
+    KEEP_SERVER = "keep_server"
+    TAKE_INCOMING = "take_incoming"
+    CUSTOM = "custom"
+
+
+class ConflictAlreadyResolved(StorageError):
+    def __init__(self, conflict_id: uuid.UUID) -> None:
+        super().__init__(f"conflict {conflict_id} is already resolved")
+
+
+class InvalidResolution(StorageError):
+    """The chosen value would make the report invalid."""
+
+
+class Conflict(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    report_id: uuid.UUID
+    field: str
+    base_value: Any
+    server_value: Any
+    incoming_value: Any
+    mutation_id: uuid.UUID
+    device_id: uuid.UUID
+    created_at: datetime
+    resolved_at: datetime | None
+    resolved_by: uuid.UUID | None
+    resolution: str | None
+    resolved_value: Any
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else msgspec.json.decode(text)
+
+
+async def list_conflicts(
+    conn: Conn,
+    org_id: uuid.UUID,
+    *,
+    include_resolved: bool,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Conflict]:
+    created, last = after if after is not None else (_EPOCH, _NIL)
+    rows = await conn.fetch(Q.list_conflicts, org_id, include_resolved, created, last, limit)
+    return [
+        Conflict(
+            id=r["id"],
+            report_id=r["report_id"],
+            field=r["field"],
+            base_value=_json(r["base_value"]),
+            server_value=_json(r["server_value"]),
+            incoming_value=_json(r["incoming_value"]),
+            mutation_id=r["mutation_id"],
+            device_id=r["device_id"],
+            created_at=r["created_at"],
+            resolved_at=r["resolved_at"],
+            resolved_by=r["resolved_by"],
+            resolution=r["resolution"],
+            resolved_value=_json(r["resolved_value"]),
+        )
+        for r in rows
+    ]
+
+
+async def resolve_conflict(
+    conn: Conn,
+    keyring: Keyring,
+    *,
+    org_id: uuid.UUID,
+    conflict_id: uuid.UUID,
+    resolution: Resolution,
+    value: Any,
+    user_id: uuid.UUID,
+) -> int:
+    """Resolve one conflict; returns the report's version afterwards."""
+    async with conn.transaction():
+        row = await conn.fetchrow(Q.lock_conflict, org_id, conflict_id)
+        if row is None:
+            raise NotFound("conflict", conflict_id)
+        if row["resolved_at"] is not None:
+            raise ConflictAlreadyResolved(conflict_id)
+        store = ReportStore(conn, keyring)
+        current = await store.lock(org_id, row["report_id"])
+        if current is None:
+            raise NotFound("report", row["report_id"])
+        version = current.version
+        chosen: Any = None
+        if resolution is not Resolution.KEEP_SERVER:
+            chosen = (
+                _json(row["incoming_value"]) if resolution is Resolution.TAKE_INCOMING else value
+            )
+            fields = set_field_path(report_fields(current.report), row["field"], chosen)
+            try:
+                updated = msgspec.convert(fields, Report)
+            except msgspec.ValidationError as exc:
+                raise InvalidResolution(f"the value would make the report invalid: {exc}") from None
+            if updated != current.report:
+                version += 1
+                await store.update(org_id, updated, version, uuid.uuid4())
+        await conn.execute(
+            Q.resolve_conflict,
+            org_id,
+            conflict_id,
+            user_id,
+            resolution.value,
+            msgspec.json.encode(chosen).decode(),
+        )
+        await publish_report_state(
+            conn, org_id, current.monitor_id, row["report_id"], current.report.attachments
+        )
+    return version

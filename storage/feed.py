@@ -1,0 +1,252 @@
+"""The change feed devices pull from: writing changes, publishing the taxonomy, serving pages.
+
+Each record has one row per audience; rewriting it takes a new ``change_no`` and the writing
+transaction's id. A page and the transaction horizon are read in one REPEATABLE READ snapshot, and
+``sync.cursor`` picks the rows so that a change committed late is never skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+
+import msgspec
+
+from cases.reports import DeclaredAttachment
+from cases.taxonomy import Taxonomy
+from storage.db import Conn
+from storage.queries import Q
+from sync.changes import (
+    Change,
+    RecordKind,
+    ReportStatusChange,
+    TaxonomyChange,
+    Tombstone,
+    TombstoneReason,
+)
+from sync.cursor import (
+    CursorState,
+    PruneMark,
+    PullStart,
+    Scope,
+    encode_cursor,
+    pull_window,
+    scope_fingerprint,
+    select_changes,
+    start_pull,
+)
+from sync.messages import PullRequest, PullResponse
+
+__all__ = [
+    "FeedRow",
+    "audiences_for",
+    "monitor_audience",
+    "publish_report_state",
+    "publish_report_status",
+    "publish_report_tombstone",
+    "publish_taxonomy",
+    "pull_changes",
+]
+
+_ENCODER = msgspec.json.Encoder()
+_CHANGE = msgspec.json.Decoder(Change)
+ALL = "all"
+
+
+def monitor_audience(monitor_id: uuid.UUID) -> str:
+    return f"monitor:{monitor_id}"
+
+
+def audiences_for(monitor_id: uuid.UUID, regions: Iterable[str]) -> list[str]:
+    """What a monitor's device may see within its organisation."""
+    return [monitor_audience(monitor_id), "org", *(f"region:{r}" for r in sorted(regions))]
+
+
+class FeedRow(msgspec.Struct, frozen=True):
+    change_no: int
+    xid: int
+    body: str
+
+
+async def _upsert(
+    conn: Conn,
+    org_id: uuid.UUID | None,
+    audience: str,
+    kind: RecordKind,
+    record_id: str,
+    version: int,
+    change: Change,
+) -> None:
+    await conn.execute(
+        Q.upsert_change,
+        org_id,
+        audience,
+        kind.value,
+        record_id,
+        version,
+        _ENCODER.encode(change).decode(),
+    )
+
+
+async def publish_report_status(
+    conn: Conn,
+    *,
+    org_id: uuid.UUID,
+    monitor_id: uuid.UUID,
+    report_id: uuid.UUID,
+    version: int,
+    report_version: int,
+    status: str,
+    missing_attachments: tuple[str, ...] = (),
+    open_conflicts: tuple[str, ...] = (),
+    message: str | None = None,
+) -> None:
+    change = ReportStatusChange(
+        version=version,
+        report_version=report_version,
+        changed_at=dt.datetime.now(dt.UTC),
+        report_id=report_id,
+        status=status,
+        missing_attachments=missing_attachments,
+        open_conflicts=open_conflicts,
+        message=message,
+    )
+    await _upsert(
+        conn,
+        org_id,
+        monitor_audience(monitor_id),
+        RecordKind.REPORT,
+        str(report_id),
+        version,
+        change,
+    )
+
+
+async def publish_report_state(
+    conn: Conn,
+    org_id: uuid.UUID,
+    monitor_id: uuid.UUID,
+    report_id: uuid.UUID,
+    attachments: Iterable[DeclaredAttachment],
+    status: str = "received",
+) -> None:
+    """Tell the monitor's devices where a report stands: version, missing media, conflicts."""
+    bumped = await conn.fetchrow(Q.bump_status_version, report_id)
+    assert bumped is not None
+    declared = [a.sha256 for a in attachments]
+    arrived = {r["sha256"] for r in await conn.fetch(Q.arrived_blobs, org_id, declared)}
+    missing = tuple(dict.fromkeys(s for s in declared if s not in arrived))
+    open_conflicts = tuple(r["field"] for r in await conn.fetch(Q.open_conflict_fields, report_id))
+    await publish_report_status(
+        conn,
+        org_id=org_id,
+        monitor_id=monitor_id,
+        report_id=report_id,
+        version=bumped["status_version"],
+        report_version=bumped["version"],
+        status=status,
+        missing_attachments=missing,
+        open_conflicts=open_conflicts,
+    )
+
+
+async def publish_report_tombstone(
+    conn: Conn, *, org_id: uuid.UUID, monitor_id: uuid.UUID, report_id: uuid.UUID
+) -> None:
+    bumped = await conn.fetchrow(Q.bump_status_version, report_id)
+    assert bumped is not None
+    version: int = bumped["status_version"]
+    change = Tombstone(
+        version=version,
+        changed_at=dt.datetime.now(dt.UTC),
+        record_kind=RecordKind.REPORT,
+        record_id=str(report_id),
+        reason=TombstoneReason.DELETED,
+    )
+    await _upsert(
+        conn,
+        org_id,
+        monitor_audience(monitor_id),
+        RecordKind.REPORT,
+        str(report_id),
+        version,
+        change,
+    )
+
+
+async def publish_taxonomy(conn: Conn, taxonomy: Taxonomy, *, force: bool = False) -> bool:
+    """Put the taxonomy in the feed for every device, once per content hash. True if it did."""
+    async with conn.transaction():
+        state = await conn.fetchrow(Q.lock_feed_state)
+        assert state is not None
+        if state["taxonomy_hash"] == taxonomy.content_hash and not force:
+            return False
+        now = dt.datetime.now(dt.UTC)
+        for category in taxonomy.categories:
+            change = TaxonomyChange(
+                version=taxonomy.version,
+                changed_at=now,
+                code=category.code,
+                labels=dict(msgspec.structs.asdict(category.labels)),
+                taxonomy_version=str(taxonomy.version),
+                retired=category.retired,
+            )
+            await _upsert(
+                conn, None, ALL, RecordKind.TAXONOMY, category.code, taxonomy.version, change
+            )
+        await conn.execute(Q.set_taxonomy_hash, taxonomy.content_hash)
+    return True
+
+
+async def pull_changes(
+    conn: Conn,
+    *,
+    org_id: uuid.UUID,
+    monitor_id: uuid.UUID,
+    regions: Iterable[str],
+    request: PullRequest,
+    cursor_key: bytes,
+) -> PullResponse:
+    """The next page for a device. Never skips a change, even one committed after a later one."""
+    region_set = frozenset(regions)
+    scope = scope_fingerprint(Scope(monitor_id=monitor_id, role="monitor", regions=region_set))
+    audiences = audiences_for(monitor_id, region_set)
+    now = dt.datetime.now(dt.UTC)
+    # One snapshot for the horizon and the rows: the cursor rule depends on it.
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        state_row = await conn.fetchrow(Q.feed_state)
+        assert state_row is not None
+        started = start_pull(
+            request.cursor,
+            cursor_key,
+            scope=scope,
+            epoch=state_row["epoch"],
+            pruned=PruneMark(change_no=state_row["pruned_change"], xid=state_row["pruned_xid"]),
+        )
+        if not isinstance(started, PullStart):
+            return PullResponse(reset_required=True, reset_reason=started.reason, server_time=now)
+        state: CursorState = started.state
+        xmin: int = await conn.fetchval(Q.snapshot_xmin)
+        window = pull_window(state, xmin)
+        rows = []
+        if not window.stale:
+            rows = await conn.fetch(
+                Q.pull_page,
+                org_id,
+                audiences,
+                str(window.target),
+                window.after,
+                str(window.horizon),
+                window.band_after,
+                request.limit + 1,
+            )
+    candidates = [FeedRow(r["change_no"], r["xid"], r["body"]) for r in rows]
+    page = select_changes(state, candidates, snapshot_xmin=xmin, limit=request.limit)
+    changes = tuple(_CHANGE.decode(row.body) for row in page.rows)
+    return PullResponse(
+        changes=changes,
+        has_more=page.has_more,
+        next_cursor=encode_cursor(page.next_state, cursor_key),
+        server_time=now,
+    )

@@ -1,0 +1,281 @@
+"""Executing a push: the exactly-once plan from ``sync.push`` carried out in one transaction.
+
+The device row is locked first, so two pushes from one device never interleave; each mutation's
+final result is stored once (primary key on the mutation id) and replayed verbatim on resend.
+Everything a push accepts is committed before the response is built.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Set
+
+import asyncpg
+import msgspec
+
+from storage.db import Conn
+from storage.devices import DeviceAuth
+from storage.feed import publish_report_state, publish_report_tombstone
+from storage.keyring import Keyring
+from storage.queries import Q
+from storage.reports import ReportStore
+from sync.apply import decide_amend, decide_create
+from sync.clock import ClockEstimate, estimate_clock_offset, offset_sample, report_time_flags
+from sync.codec import DecodedPush, InvalidMutation, WireFormat, decode_one_mutation
+from sync.messages import (
+    AmendReport,
+    AnswerTask,
+    CreateReport,
+    DeleteReport,
+    MutationResult,
+    MutationStatus,
+    PushResponse,
+    ReasonCode,
+)
+from sync.push import (
+    ApplyStep,
+    DeviceLedger,
+    HeldMutation,
+    StoredMutation,
+    plan_push,
+    push_response,
+)
+
+__all__ = ["CLOCK_SAMPLES_KEPT", "execute_push"]
+
+CLOCK_SAMPLES_KEPT = 20
+_RESULT = msgspec.json.Decoder(MutationResult)
+_ENCODER = msgspec.json.Encoder()
+
+
+class _Context(msgspec.Struct, frozen=True, kw_only=True):
+    device: DeviceAuth
+    known_categories: Set[str]
+    clock: ClockEstimate | None
+
+
+async def execute_push(
+    conn: Conn,
+    device: DeviceAuth,
+    push: DecodedPush,
+    fmt: WireFormat,
+    *,
+    keyring: Keyring,
+    known_categories: Set[str],
+    received_at: dt.datetime,
+) -> PushResponse:
+    request = push.request
+    ids = [_mutation_id(m) for m in push.mutations]
+    async with conn.transaction():
+        ledger_row = await conn.fetchrow(Q.lock_device_ledger, device.id)
+        assert ledger_row is not None
+        ledger = DeviceLedger(device_id=device.id, next_seq=ledger_row["next_seq"])
+        stored = {
+            r["mutation_id"]: StoredMutation(
+                mutation_id=r["mutation_id"],
+                device_id=r["device_id"],
+                seq=r["seq"],
+                body_hash=r["body_hash"],
+                result=_RESULT.decode(r["result"]),
+            )
+            for r in await conn.fetch(Q.stored_mutations, ids)
+        }
+        held = [
+            HeldMutation(
+                mutation_id=r["mutation_id"],
+                seq=r["seq"],
+                body_hash=r["body_hash"],
+                mutation=decode_one_mutation(r["body"], WireFormat(r["body_format"])),
+                received_at=r["received_at"],
+            )
+            for r in await conn.fetch(Q.held_mutations, device.id)
+        ]
+        samples = [*ledger_row["clock_samples"], offset_sample(request.sent_at, received_at)]
+        samples = samples[-CLOCK_SAMPLES_KEPT:]
+        seconds = [s.total_seconds() if isinstance(s, dt.timedelta) else s for s in samples]
+        clock = estimate_clock_offset([dt.timedelta(seconds=s) for s in seconds])
+        ctx = _Context(device=device, known_categories=known_categories, clock=clock)
+
+        plan = plan_push(ledger, push.mutations, stored=stored, held=held, received_at=received_at)
+        results: dict[uuid.UUID, MutationResult] = {}
+        reports = ReportStore(conn, keyring)
+        for step in plan.steps:
+            if step.preset_result is not None:
+                result = step.preset_result
+            else:
+                result = await _apply_in_savepoint(conn, reports, step, ctx)
+            results[step.mutation_id] = result
+            await conn.execute(
+                Q.insert_stored_mutation,
+                step.mutation_id,
+                device.org_id,
+                device.id,
+                step.seq,
+                step.body_hash,
+                _ENCODER.encode(result).decode(),
+                result.received_at,
+            )
+            if step.from_hold:
+                await conn.execute(Q.delete_held_mutation, device.id, step.mutation_id)
+        raw_by_id = {
+            _mutation_id(m): raw for m, raw in zip(push.mutations, request.mutations, strict=True)
+        }
+        for hold in plan.new_holds:
+            await conn.execute(
+                Q.insert_held_mutation,
+                device.id,
+                hold.mutation_id,
+                hold.seq,
+                hold.body_hash,
+                bytes(raw_by_id[hold.mutation_id]),
+                fmt.value,
+                hold.received_at,
+            )
+        offset = clock.offset.total_seconds() if clock else None
+        await conn.execute(
+            Q.update_device_after_push,
+            device.id,
+            plan.next_seq,
+            seconds,
+            offset,
+            request.outbox_depth,
+        )
+    return push_response(plan, results, stored=stored, clock_offset_seconds=offset)
+
+
+async def _apply_in_savepoint(
+    conn: Conn, reports: ReportStore, step: ApplyStep, ctx: _Context
+) -> MutationResult:
+    """One mutation in its own savepoint: if the database refuses it (a constraint the decoder
+    could not know), it alone is rejected and the rest of the batch goes on."""
+    try:
+        async with conn.transaction():
+            return await _apply_step(conn, reports, step, ctx)
+    except asyncpg.exceptions.DataError as exc:
+        return _rejected(step, ReasonCode.INVALID, f"refused by the database: {exc}")
+    except asyncpg.exceptions.IntegrityConstraintViolationError as exc:
+        return _rejected(step, ReasonCode.INVALID, f"refused by the database: {exc}")
+
+
+def _mutation_id(mutation: object) -> uuid.UUID:
+    if isinstance(mutation, InvalidMutation):
+        return mutation.envelope.mutation_id
+    assert isinstance(mutation, CreateReport | AmendReport | AnswerTask | DeleteReport)
+    return mutation.mutation_id
+
+
+def _rejected(
+    step: ApplyStep, reason: ReasonCode, detail: str | None = None, record: uuid.UUID | None = None
+) -> MutationResult:
+    return MutationResult(
+        mutation_id=step.mutation_id,
+        seq=step.seq,
+        status=MutationStatus.REJECTED,
+        reason=reason,
+        detail=detail,
+        record_id=record,
+        received_at=step.received_at,
+    )
+
+
+async def _apply_step(
+    conn: Conn, reports: ReportStore, step: ApplyStep, ctx: _Context
+) -> MutationResult:
+    mutation = step.mutation
+    device = ctx.device
+    if isinstance(mutation, CreateReport):
+        existing = await reports.lock(device.org_id, mutation.report.id)
+        outcome = decide_create(
+            mutation,
+            monitor_id=device.monitor_id,
+            existing=existing,
+            known_categories=ctx.known_categories,
+            received_at=step.received_at,
+        )
+        if outcome.write is not None:
+            report = outcome.write
+            flags = report_time_flags(
+                occurred_at=report.occurred_at,
+                precision=report.occurred_precision,
+                recorded_at=mutation.recorded_at,
+                received_at=step.received_at,
+                enrolled_at=device.enrolled_at,
+                clock=ctx.clock,
+            )
+            await reports.create(
+                org_id=device.org_id,
+                monitor_id=device.monitor_id,
+                device_id=device.id,
+                report=report,
+                mutation_id=step.mutation_id,
+                recorded_at=mutation.recorded_at,
+                received_at=step.received_at,
+                clock_offset_seconds=ctx.clock.offset.total_seconds() if ctx.clock else None,
+                time_flags=sorted(f.value for f in flags),
+            )
+            await publish_report_state(
+                conn, device.org_id, device.monitor_id, report.id, report.attachments
+            )
+        return outcome.result
+    if isinstance(mutation, AmendReport):
+        current = await reports.lock(device.org_id, mutation.report_id)
+        base = None
+        if current is not None and current.monitor_id == device.monitor_id:
+            base = await reports.version(device.org_id, mutation.report_id, mutation.base_version)
+        outcome = decide_amend(
+            mutation,
+            monitor_id=device.monitor_id,
+            current=current,
+            base=base,
+            known_categories=ctx.known_categories,
+            received_at=step.received_at,
+        )
+        version = outcome.result.version
+        if outcome.write is not None and version is not None:
+            await reports.update(device.org_id, outcome.write, version, step.mutation_id)
+        if outcome.conflicts:
+            await reports.add_conflicts(
+                device.org_id, mutation.report_id, outcome.conflicts, step.mutation_id, device.id
+            )
+        if (outcome.write is not None or outcome.conflicts) and version is not None:
+            written = outcome.write or (current.report if current is not None else None)
+            attachments = written.attachments if written is not None else ()
+            await publish_report_state(
+                conn, device.org_id, device.monitor_id, mutation.report_id, attachments
+            )
+        return outcome.result
+    if isinstance(mutation, DeleteReport):
+        current = await reports.lock(device.org_id, mutation.report_id)
+        if current is None:
+            return _rejected(step, ReasonCode.NOT_FOUND, record=mutation.report_id)
+        if current.monitor_id != device.monitor_id:
+            return _rejected(step, ReasonCode.NOT_OWNER, record=mutation.report_id)
+        if current.deleted:
+            return _rejected(step, ReasonCode.DELETED, record=mutation.report_id)
+        if mutation.base_version != current.version:
+            return _rejected(
+                step,
+                ReasonCode.STALE_BASE_VERSION,
+                f"the report is at version {current.version}; pull before withdrawing it",
+                mutation.report_id,
+            )
+        version = await reports.withdraw(mutation.report_id)
+        await publish_report_tombstone(
+            conn,
+            org_id=device.org_id,
+            monitor_id=device.monitor_id,
+            report_id=mutation.report_id,
+        )
+        return MutationResult(
+            mutation_id=step.mutation_id,
+            seq=step.seq,
+            status=MutationStatus.APPLIED,
+            record_id=mutation.report_id,
+            version=version,
+            received_at=step.received_at,
+        )
+    if isinstance(mutation, AnswerTask):
+        # Tasks to monitors arrive with case management; until then no task can be answered.
+        return _rejected(step, ReasonCode.NOT_FOUND, "no such task", mutation.task_id)
+    raise AssertionError("plan_push presets a result for every invalid mutation")

@@ -1,0 +1,242 @@
+-- name: insert_monitor
+INSERT INTO monitors (org_id, display_name, region_cells, region_countries)
+VALUES ($1, $2, $3, $4)
+RETURNING id, org_id, display_name, region_cells, region_countries, is_active, version, created_at;
+
+-- name: get_monitor
+SELECT id, org_id, display_name, region_cells, region_countries, is_active, version, created_at
+FROM monitors WHERE org_id = $1 AND id = $2;
+
+-- name: list_monitors
+SELECT id, org_id, display_name, region_cells, region_countries, is_active, version, created_at
+FROM monitors WHERE org_id = $1 AND (created_at, id) > ($2, $3)
+ORDER BY created_at, id LIMIT $4;
+
+-- name: insert_enrollment_code
+INSERT INTO enrollment_codes (code_hash, org_id, monitor_id, created_by, expires_at)
+VALUES ($1, $2, $3, $4, $5);
+
+-- name: redeem_enrollment_code
+-- Single use: the UPDATE only matches an unused, unexpired code, so two racing devices get one win.
+UPDATE enrollment_codes SET used_at = now(), device_id = $2
+WHERE code_hash = $1 AND used_at IS NULL AND expires_at > now()
+RETURNING org_id, monitor_id;
+
+-- name: insert_device
+INSERT INTO devices (id, org_id, monitor_id, credential_hash, device_model, os_version, app_version)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING enrolled_at;
+
+-- name: resolve_device
+SELECT d.id, d.org_id, d.monitor_id, d.enrolled_at, d.revoked_at, d.revoked_reason,
+       m.region_cells, m.region_countries, m.is_active AS monitor_active
+FROM devices d JOIN monitors m ON m.org_id = d.org_id AND m.id = d.monitor_id
+WHERE d.credential_hash = $1;
+
+-- name: revoke_device
+UPDATE devices SET revoked_at = coalesce(revoked_at, now()), revoked_reason = $3
+WHERE org_id = $1 AND id = $2
+RETURNING revoked_at;
+
+-- name: list_devices
+SELECT id, monitor_id, enrolled_at, revoked_at, revoked_reason, device_model, os_version,
+       app_version, next_seq, clock_offset_seconds, last_push_at, last_pull_at, last_error,
+       last_error_at, outbox_depth,
+       (SELECT count(*) FROM sync_held h WHERE h.device_id = d.id) AS held_mutations
+FROM devices d
+WHERE org_id = $1 AND ($2::uuid IS NULL OR monitor_id = $2)
+ORDER BY enrolled_at, id;
+
+-- name: lock_device_ledger
+SELECT next_seq, clock_samples FROM devices WHERE id = $1 FOR UPDATE;
+
+-- name: update_device_after_push
+UPDATE devices
+SET next_seq = $2, clock_samples = $3, clock_offset_seconds = $4, last_push_at = now(),
+    outbox_depth = $5
+WHERE id = $1;
+
+-- name: record_device_pull
+UPDATE devices SET last_pull_at = now() WHERE id = $1;
+
+-- name: record_device_error
+UPDATE devices SET last_error = $2, last_error_at = now() WHERE id = $1;
+
+-- name: stored_mutations
+SELECT mutation_id, device_id, seq, body_hash, result::text AS result
+FROM sync_mutations WHERE mutation_id = ANY($1::uuid[]);
+
+-- name: insert_stored_mutation
+INSERT INTO sync_mutations (mutation_id, org_id, device_id, seq, body_hash, result, received_at)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7);
+
+-- name: held_mutations
+SELECT mutation_id, seq, body_hash, body, body_format, received_at
+FROM sync_held WHERE device_id = $1;
+
+-- name: insert_held_mutation
+INSERT INTO sync_held (device_id, mutation_id, seq, body_hash, body, body_format, received_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7);
+
+-- name: delete_held_mutation
+DELETE FROM sync_held WHERE device_id = $1 AND mutation_id = $2;
+
+-- name: lock_report
+SELECT id, org_id, monitor_id, version, content::text AS content, sealed, deleted_at
+FROM reports WHERE id = $1 FOR UPDATE;
+
+-- name: report_version
+SELECT content::text AS content, sealed FROM report_versions WHERE report_id = $1 AND version = $2;
+
+-- name: insert_report
+INSERT INTO reports (id, org_id, monitor_id, device_id, version, content, sealed, occurred_at,
+                     latitude, longitude, categories, recorded_at, received_at,
+                     clock_offset_seconds, time_flags)
+VALUES ($1, $2, $3, $4, 1, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14);
+
+-- name: update_report
+UPDATE reports
+SET version = $2, content = $3::jsonb, sealed = $4, occurred_at = $5, latitude = $6,
+    longitude = $7, categories = $8, updated_at = now()
+WHERE id = $1;
+
+-- name: insert_report_version
+INSERT INTO report_versions (report_id, version, content, sealed, mutation_id)
+VALUES ($1, $2, $3::jsonb, $4, $5);
+
+-- name: delete_report
+UPDATE reports SET deleted_at = now(), version = version + 1, status = 'withdrawn',
+    updated_at = now()
+WHERE id = $1
+RETURNING version;
+
+-- name: insert_conflict
+INSERT INTO report_conflicts (org_id, report_id, field, base_value, server_value, incoming_value,
+                              mutation_id, device_id)
+VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6::jsonb, $7, $8);
+
+-- name: open_conflict_fields
+SELECT DISTINCT field FROM report_conflicts WHERE report_id = $1 AND resolved_at IS NULL
+ORDER BY field;
+
+-- name: list_conflicts
+SELECT c.id, c.report_id, c.field, c.base_value::text AS base_value,
+       c.server_value::text AS server_value, c.incoming_value::text AS incoming_value,
+       c.mutation_id, c.device_id, c.created_at, c.resolved_at, c.resolved_by, c.resolution,
+       c.resolved_value::text AS resolved_value
+FROM report_conflicts c
+WHERE c.org_id = $1 AND ($2 OR c.resolved_at IS NULL) AND (c.created_at, c.id) > ($3, $4)
+ORDER BY c.created_at, c.id LIMIT $5;
+
+-- name: lock_conflict
+SELECT id, report_id, field, incoming_value::text AS incoming_value, resolved_at
+FROM report_conflicts WHERE org_id = $1 AND id = $2 FOR UPDATE;
+
+-- name: resolve_conflict
+UPDATE report_conflicts
+SET resolved_at = now(), resolved_by = $3, resolution = $4, resolved_value = $5::jsonb
+WHERE org_id = $1 AND id = $2;
+
+-- name: replace_report_attachments
+WITH gone AS (DELETE FROM report_attachments WHERE report_id = $1)
+INSERT INTO report_attachments (report_id, org_id, sha256, size_bytes, media_type, sensitive)
+SELECT $1, $2, a.sha256, a.size_bytes, a.media_type, a.sensitive
+FROM unnest($3::text[], $4::bigint[], $5::text[], $6::boolean[])
+     AS a (sha256, size_bytes, media_type, sensitive)
+ON CONFLICT (report_id, sha256) DO NOTHING;
+
+-- name: arrived_blobs
+SELECT sha256 FROM blobs WHERE org_id = $1 AND sha256 = ANY($2::text[]);
+
+-- name: upsert_change
+-- Rewriting a record moves it to the end of the feed under the writing transaction's id.
+INSERT INTO sync_changes (org_id, audience, record_kind, record_id, version, body)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+ON CONFLICT (coalesce(org_id, '00000000-0000-0000-0000-000000000000'::uuid),
+             audience, record_kind, record_id)
+DO UPDATE SET change_no = nextval(pg_get_serial_sequence('sync_changes', 'change_no')),
+              xid = pg_current_xact_id(), version = excluded.version, body = excluded.body,
+              changed_at = now();
+
+-- name: snapshot_xmin
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
+
+-- name: pull_page
+SELECT change_no, xid::text::bigint AS xid, body::text AS body
+FROM sync_changes
+WHERE ((org_id = $1 AND audience = ANY($2::text[])) OR (org_id IS NULL AND audience = 'all'))
+  AND xid < $3::text::xid8
+  AND (change_no > $4 OR (xid >= $5::text::xid8 AND change_no > $6))
+ORDER BY change_no
+LIMIT $7;
+
+-- name: feed_state
+SELECT epoch, pruned_change, pruned_xid, taxonomy_hash FROM sync_feed_state;
+
+-- name: lock_feed_state
+SELECT epoch, pruned_change, pruned_xid, taxonomy_hash FROM sync_feed_state FOR UPDATE;
+
+-- name: set_taxonomy_hash
+UPDATE sync_feed_state SET taxonomy_hash = $1;
+
+-- name: reports_of_monitor
+SELECT id, version, deleted_at IS NOT NULL AS deleted, status
+FROM reports WHERE org_id = $1 AND monitor_id = $2 ORDER BY received_at, id;
+
+-- name: get_report
+SELECT id, org_id, monitor_id, device_id, version, content::text AS content, sealed,
+       recorded_at, received_at, clock_offset_seconds, time_flags, status, deleted_at
+FROM reports WHERE org_id = $1 AND id = $2;
+
+-- name: list_reports
+SELECT id, monitor_id, version, occurred_at, categories, received_at, time_flags, status,
+       deleted_at IS NOT NULL AS deleted
+FROM reports
+WHERE org_id = $1 AND ($2::uuid IS NULL OR monitor_id = $2)
+  AND (received_at, id) > ($3, $4)
+ORDER BY received_at, id LIMIT $5;
+
+-- name: report_attachment_list
+SELECT ra.sha256, ra.size_bytes, ra.media_type, ra.sensitive, b.sha256 IS NOT NULL AS arrived
+FROM report_attachments ra
+LEFT JOIN blobs b ON b.org_id = ra.org_id AND b.sha256 = ra.sha256
+WHERE ra.org_id = $1 AND ra.report_id = $2 ORDER BY ra.sha256;
+
+-- name: org_blob_for_report
+SELECT b.size_bytes, ra.media_type, ra.sensitive
+FROM report_attachments ra JOIN blobs b ON b.org_id = ra.org_id AND b.sha256 = ra.sha256
+WHERE ra.org_id = $1 AND ra.report_id = $2 AND ra.sha256 = $3;
+
+-- name: insert_blob
+INSERT INTO blobs (org_id, sha256, size_bytes) VALUES ($1, $2, $3)
+ON CONFLICT (org_id, sha256) DO NOTHING;
+
+-- name: blob_exists
+SELECT size_bytes FROM blobs WHERE org_id = $1 AND sha256 = $2;
+
+-- name: lock_upload
+SELECT upload_id, size_bytes, part_size, media_type FROM blob_uploads
+WHERE org_id = $1 AND sha256 = $2 FOR UPDATE;
+
+-- name: get_upload
+SELECT upload_id, size_bytes, part_size, media_type FROM blob_uploads
+WHERE org_id = $1 AND sha256 = $2;
+
+-- name: insert_upload
+INSERT INTO blob_uploads (org_id, sha256, upload_id, size_bytes, part_size, media_type, device_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (org_id, sha256) DO NOTHING
+RETURNING 1;
+
+-- name: delete_upload
+DELETE FROM blob_uploads WHERE org_id = $1 AND sha256 = $2;
+
+-- name: reports_declaring_blob
+SELECT r.id, r.monitor_id, r.version, r.content::text AS content
+FROM reports r
+WHERE r.org_id = $1 AND r.deleted_at IS NULL
+  AND r.id IN (SELECT report_id FROM report_attachments WHERE org_id = $1 AND sha256 = $2);
+
+-- name: bump_status_version
+UPDATE reports SET status_version = status_version + 1 WHERE id = $1
+RETURNING status_version, version;

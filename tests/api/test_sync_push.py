@@ -1,0 +1,279 @@
+"""Push through the real app: exactly-once under resends, reorders, holds and bad mutations."""
+
+from __future__ import annotations
+
+import gzip
+import random
+import uuid
+
+import asyncpg
+import msgspec
+import pytest
+import zstandard
+
+from cases.accounts import Role
+from tests.api.conftest import make_actor
+from tests.api.sync_support import (
+    Client,
+    amend,
+    batch,
+    create,
+    enroll,
+    enrollment_code,
+    new_monitor,
+    new_phone,
+    push,
+    report,
+)
+
+pytestmark = pytest.mark.db
+
+
+async def test_create_then_resend_any_way_gives_same_results(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    mutations = [create(phone, report()) for _ in range(6)]
+    first = await push(client, phone, mutations)
+    assert [r["status"] for r in first["results"]] == ["applied"] * 6
+    assert first["next_expected_seq"] == 7
+    rng = random.Random(7)
+    for _ in range(5):
+        again = list(mutations)
+        rng.shuffle(again)
+        subset = again[: rng.randint(1, 6)]
+        answer = await push(client, phone, subset + subset[:1])  # and a duplicate inside
+        by_id = {r["mutation_id"]: r for r in first["results"]}
+        for sent, got in zip(subset + subset[:1], answer["results"], strict=True):
+            assert got == by_id[sent["mutation_id"]]
+    async with pool.acquire() as conn:
+        count = await conn.fetchval("SELECT count(*) FROM reports")
+        stored = await conn.fetchval("SELECT count(*) FROM sync_mutations")
+    assert count == 6
+    assert stored == 6
+
+
+async def test_out_of_order_mutations_are_held_then_released(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    one, two, three = (create(phone, report()) for _ in range(3))
+    later = await push(client, phone, [three, two])
+    assert [r["status"] for r in later["results"]] == ["held", "held"]
+    assert {r["reason"] for r in later["results"]} == {"waiting_for_predecessor"}
+    assert later["next_expected_seq"] == 1
+    now = await push(client, phone, [one])
+    assert [r["status"] for r in now["results"]] == ["applied"]
+    assert now["next_expected_seq"] == 4
+    resend = await push(client, phone, [two, three])
+    assert [r["status"] for r in resend["results"]] == ["applied", "applied"]
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM reports") == 3
+        assert await conn.fetchval("SELECT count(*) FROM sync_held") == 0
+
+
+async def test_one_bad_mutation_never_blocks_the_rest(client: Client, pool: asyncpg.Pool) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    bad_location = create(phone, report(location={"lat": 123.0, "lon": 10.0}))
+    unknown_category = create(phone, report(categories=["XX.NOT_A_CATEGORY"]))
+    unknown_kind = {
+        "kind": "teleport_report",
+        "seq": phone.seq(),
+        "mutation_id": str(uuid.uuid4()),
+        "recorded_at": "2025-01-01T00:00:00Z",
+    }
+    good = create(phone, report())
+    answer = await push(client, phone, [bad_location, unknown_category, unknown_kind, good])
+    statuses = [(r["status"], r.get("reason")) for r in answer["results"]]
+    assert statuses == [
+        ("rejected", "invalid"),
+        ("rejected", "unknown_category"),
+        ("rejected", "unknown_kind"),
+        ("applied", None),
+    ]
+    assert "lat" in answer["results"][0]["detail"]
+    assert answer["next_expected_seq"] == 5
+
+
+async def test_same_id_with_different_body_is_refused_with_stored_version(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    original = create(phone, report())
+    await push(client, phone, [original])
+    tampered = {**original, "report": {**original["report"], "severity": 1}}
+    answer = await push(client, phone, [tampered])
+    [result] = answer["results"]
+    assert result["status"] == "rejected"
+    assert result["reason"] == "id_reused_with_different_body"
+    assert result["version"] == 1
+    # A new mutation re-creating the same report id with other content is refused too.
+    copy = create(phone, {**original["report"], "severity": 2})
+    [again] = (await push(client, phone, [copy]))["results"]
+    assert (again["status"], again["reason"]) == ("rejected", "id_reused_with_different_body")
+    async with pool.acquire() as conn:
+        severity = await conn.fetchval("SELECT (content->>'severity')::int FROM reports")
+    assert severity == 4  # never silently overwritten
+
+
+async def test_another_org_cannot_touch_a_report(client: Client, pool: asyncpg.Pool) -> None:
+    staff_a = await make_actor(client, pool, Role.CASE_MANAGER)
+    staff_b = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone_a, phone_b = await new_phone(client, staff_a), await new_phone(client, staff_b)
+    body = report()
+    await push(client, phone_a, [create(phone_a, body)])
+    [hijack] = (await push(client, phone_b, [amend(phone_b, body["id"], 1, {"severity": 1})]))[
+        "results"
+    ]
+    assert (hijack["status"], hijack["reason"]) == ("rejected", "not_owner")
+    [copy] = (await push(client, phone_b, [create(phone_b, body)]))["results"]
+    assert copy["status"] == "rejected"
+    async with pool.acquire() as conn:
+        orgs = await conn.fetchval("SELECT count(DISTINCT org_id) FROM reports")
+    assert orgs == 1
+
+
+async def test_concurrent_edits_merge_and_true_conflicts_are_queued(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    monitor = await new_monitor(client, staff)
+    first = await enroll(client, await enrollment_code(client, staff, monitor))
+    second = await enroll(client, await enrollment_code(client, staff, monitor))
+    body = report()
+    await push(client, first, [create(first, body)])
+    a = await push(
+        client, first, [amend(first, body["id"], 1, {"severity": 5, "sector": "construction"})]
+    )
+    assert a["results"][0]["status"] == "applied"
+    # The second phone edited version 1 offline: workers_affected merges, severity conflicts.
+    b = await push(
+        client, second, [amend(second, body["id"], 1, {"severity": 2, "workers_affected": 30})]
+    )
+    [result] = b["results"]
+    assert result["status"] == "conflict"
+    assert result["conflict_fields"] == ["severity"]
+    assert result["version"] == 3
+    queue = await client.get("/v1/conflicts", headers=staff.headers)
+    [conflict] = queue.json()["items"]
+    assert (conflict["field"], conflict["server_value"], conflict["incoming_value"]) == (
+        "severity",
+        5,
+        2,
+    )
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT content FROM reports")
+    assert row is not None
+    content = msgspec.json.decode(row["content"])
+    assert (content["severity"], content["workers_affected"], content["sector"]) == (
+        5,
+        30,
+        "construction",
+    )
+    resolved = await client.post(
+        f"/v1/conflicts/{conflict['id']}/resolve",
+        json={"resolution": "take_incoming"},
+        headers=staff.headers,
+    )
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json()["report_version"] == 4
+    again = await client.post(
+        f"/v1/conflicts/{conflict['id']}/resolve",
+        json={"resolution": "keep_server"},
+        headers=staff.headers,
+    )
+    assert again.status_code == 409
+    report_view = await client.get(f"/v1/reports/{body['id']}", headers=staff.headers)
+    assert report_view.json()["report"]["severity"] == 2
+    assert (await client.get("/v1/conflicts", headers=staff.headers)).json()["items"] == []
+
+
+async def test_msgpack_and_compressed_bodies(client: Client, pool: asyncpg.Pool) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    payload = batch(phone, [create(phone, report()) for _ in range(3)])
+    packed = zstandard.ZstdCompressor().compress(msgspec.msgpack.encode(payload))
+    r = await client.post(
+        "/v1/sync/push",
+        content=packed,
+        headers={
+            **phone.headers,
+            "content-type": "application/msgpack",
+            "content-encoding": "zstd",
+            "accept-encoding": "identity",
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/msgpack")
+    answer = msgspec.msgpack.decode(r.content)
+    assert [x["status"] for x in answer["results"]] == ["applied"] * 3
+    gz = gzip.compress(msgspec.json.encode(batch(phone, [create(phone, report())])))
+    r = await client.post(
+        "/v1/sync/push",
+        content=gz,
+        headers={**phone.headers, "content-type": "application/json", "content-encoding": "gzip"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["status"] == "applied"
+
+
+async def test_hostile_bodies_get_problems_and_change_nothing(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    headers = {**phone.headers, "content-type": "application/json"}
+    bomb = gzip.compress(b"[" + b"0," * (20 * 1024 * 1024) + b"0]")
+    r = await client.post(
+        "/v1/sync/push", content=bomb, headers={**headers, "content-encoding": "gzip"}
+    )
+    assert r.status_code == 413
+    assert r.json()["type"] == "urn:fairwatch:problem:body-too-large"
+    zbomb = zstandard.ZstdCompressor().compress(b"\0" * (40 * 1024 * 1024))
+    r = await client.post(
+        "/v1/sync/push", content=zbomb, headers={**headers, "content-encoding": "zstd"}
+    )
+    assert r.status_code == 413
+    r = await client.post("/v1/sync/push", content=b"\x1f\x8b garbage", headers={
+        **headers, "content-encoding": "gzip"})  # fmt: skip
+    assert r.status_code == 400
+    too_many = batch(phone, [create(phone, report(), seq=i + 1) for i in range(501)])
+    r = await client.post("/v1/sync/push", json=too_many, headers=phone.headers)
+    assert r.status_code in (413, 422)
+    no_envelope = batch(phone, [{"kind": "create_report", "report": report()}])
+    r = await client.post("/v1/sync/push", json=no_envelope, headers=phone.headers)
+    assert r.status_code == 422
+    r = await client.post(
+        "/v1/sync/push", content=b"{}", headers={**phone.headers, "content-type": "text/plain"}
+    )
+    assert r.status_code == 415
+    other = batch(phone, [create(phone, report())])
+    other["device_id"] = str(uuid.uuid4())
+    r = await client.post("/v1/sync/push", json=other, headers=phone.headers)
+    assert r.status_code == 422
+    for bad in ("NaN", "Infinity", "1e400"):
+        raw = msgspec.json.encode(batch(phone, [create(phone, report())])).replace(
+            b'"lat":27.7172', b'"lat":' + bad.encode()
+        )
+        r = await client.post("/v1/sync/push", content=raw, headers=headers)
+        assert r.status_code in (200, 400, 422), bad
+        if r.status_code == 200:
+            assert r.json()["results"][0]["status"] == "rejected", bad
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM reports") == 0
+
+
+async def test_staff_tokens_cannot_push_and_devices_cannot_use_staff_routes(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.ORG_ADMIN)
+    phone = await new_phone(client, staff)
+    r = await client.post("/v1/sync/push", json=batch(phone, [create(phone, report())]),
+                          headers=staff.headers)  # fmt: skip
+    assert r.status_code == 403
+    assert (await client.get("/v1/users", headers=phone.headers)).status_code in (401, 403)
+    assert (await client.get("/v1/reports", headers=phone.headers)).status_code in (401, 403)
