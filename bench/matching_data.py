@@ -1,0 +1,646 @@
+"""Seeded synthetic data for the matching benchmarks: workers, registry entities with free-text
+mentions, and incident reports, each with its ground truth.
+
+Noise model (every probability is per record copy unless stated):
+
+Persons (names from Nepali, Indonesian, Filipino, Bangladeshi, Indian and Arabic pools, with
+Zipf-like popularity so that namesakes occur; 1-4 reports per worker):
+  - transliteration variant per token that has one (Mohammad/Muhammed/Md, Hossain/Hussain,
+    Laxmi/Lakshmi, Djoko/Joko ...): 0.25; token order reversed (surname first): 0.15;
+    middle name dropped: 0.15; a given name reduced to an initial: 0.05; one keyboard typo
+    (insert, delete, substitute, transpose): 0.12; courtesy title added: 0.05; upper case: 0.2.
+  - date of birth: missing 0.2; day/month swapped 0.04; year off by one 0.04; day typo 0.03;
+    wholly wrong 0.02.
+  - passport number: present 0.45; one-character typo 0.05; renewed passport (new number) 0.03.
+  - phone: present 0.6; written in national, international or spaced format; changed SIM (new
+    number) 0.15. A household member (same surname, district and phone) exists for 5% of
+    workers: a distinct person sharing strong evidence.
+  - home district: missing 0.3; misspelt 0.1.
+
+Entities (registry of agencies, employers and sub-agents across the corridors; names from
+distinctive words + trade filler words + the corridor's legal suffix; aliases in Arabic, Thai or
+Devanagari script for some; names sharing distinctive words exist, as in real registries):
+  - mentions of registry entities: legal suffix dropped 0.4 or written another way 0.3; filler
+    word dropped or added 0.2; split/joined "Man Power" 0.1; typo 0.15; token order 0.05;
+    alias in another script used 0.05; upper case 0.3; phone given 0.35 (format variants);
+    licence given 0.25 (typo 0.1); country given 0.7.
+  - 20% of mentions name an entity that is not in the registry (same name pools).
+
+Incidents (sites with an employer; each incident has 1-3 reports):
+  - time: exact 0.4, else jitter N(0, 4 h), date only (midnight) 0.2; place: GPS jitter
+    N(0, 120 m), from memory (up to 1.2 km) 0.1, H3 cell only 0.1; categories: one category
+    dropped or added 0.3; employer: registry id 0.5 else a noisy name (as for mentions);
+    narrative: 60% of the incident's keywords plus two random words; monitor: resubmission by
+    the same monitor 0.2. Distinct incidents happen at the same sites within days.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import string
+from datetime import UTC, date, datetime, timedelta
+
+from cases.matching.records import EntityRecord, IncidentRecord, PersonRecord
+
+__all__ = ["entity_dataset", "incident_dataset", "noisy_org_name", "person_dataset"]
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+_CORRIDORS: dict[str, dict[str, list[str]]] = {
+    "NP": {
+        "given": _words(
+            "Ram Sita Hari Krishna Bishnu Gita Sunita Bikash Suman Anil Dipak Ramesh Suresh "
+            "Binod Santosh Prakash Rajesh Kamala Laxmi Sarita Manoj Nabin Sagar Pradeep Bijay Puja "
+            "Rabindra Shyam Gopal Mina Durga Ganesh"
+        ),
+        "middle": _words("Bahadur Kumar Prasad Maya Kumari Raj"),
+        "surname": _words(
+            "Gurung Tamang Rai Limbu Magar Thapa Shrestha Sharma Adhikari Karki Basnet "
+            "Poudel Khadka Bhandari Ghimire Yadav Chaudhary Tharu Lama Sherpa KC Bhattarai"
+        ),
+        "district": _words(
+            "Jhapa Morang Sunsari Dhanusa Siraha Kailali Rupandehi Chitwan Kaski Nuwakot "
+            "Sindhupalchok Dang Banke Syangja"
+        ),
+    },
+    "ID": {
+        "given": _words(
+            "Siti Nur Dewi Sri Agus Budi Joko Eko Wahyu Ahmad Muhammad Rina Yuni Ani Slamet "
+            "Bambang Hendra Yusuf Tri Dwi Ratna Fitri Indah"
+        ),
+        "middle": _words("Nur Sri Dwi Tri"),
+        "surname": _words(
+            "Rahayu Wati Susanti Hidayat Setiawan Santoso Kurniawan Saputra Nurhaliza "
+            "Lestari Pratama Wijaya Handayani Suryani Purnomo"
+        ),
+        "district": _words(
+            "Indramayu Cirebon Cilacap Kendal Ponorogo Blitar Malang Lombok Timur "
+            "Sumbawa Jember Banyuwangi"
+        ),
+    },
+    "PH": {
+        "given": _words(
+            "Maria Jose Juan Mark John Michael Jennifer Maricel Rowena Jocelyn Ana Rosario "
+            "Jonathan Ramon Liza Cristina Arnel Rodel"
+        ),
+        "middle": _words("Santos Reyes Garcia Luna"),
+        "surname": _words(
+            "Santos Reyes Cruz Bautista Ocampo Garcia Mendoza Torres Villanueva Ramos "
+            "Aquino Castillo Dizon Navarro Soriano Pascual"
+        ),
+        "district": _words(
+            "Pangasinan Iloilo Cebu Davao Bulacan Pampanga Cavite Batangas Leyte Zamboanga"
+        ),
+    },
+    "BD": {
+        "given": _words(
+            "Mohammad Abdul Rahim Karim Rafiqul Shahidul Nurul Aminul Jahangir Kamal Jamal "
+            "Habib Sumon Rubel Hasan Monir Shirin Nasima Rokeya Faruk Alamgir"
+        ),
+        "middle": _words("Abdul Mohammad Nur"),
+        "surname": _words(
+            "Islam Hossain Rahman Uddin Ahmed Mia Sarker Chowdhury Khan Alam Haque "
+            "Akter Begum Miah Sheikh Molla Bhuiyan"
+        ),
+        "district": _words(
+            "Comilla Chandpur Tangail Brahmanbaria Noakhali Sylhet Kishoreganj "
+            "Narsingdi Munshiganj Dhaka Faridpur"
+        ),
+    },
+    "IN": {
+        "given": _words(
+            "Rajesh Suresh Ramesh Mahesh Vijay Anil Sunil Priya Lakshmi Ravi Manoj Arun "
+            "Joseph Thomas Abdul Mohammed Sanjay Deepak Ashok Babu Shaji"
+        ),
+        "middle": _words("Kumar Lal Chandra Prasad"),
+        "surname": _words(
+            "Kumar Singh Nair Pillai Reddy Rao Yadav Sharma Patel Khan Varghese Menon "
+            "Das Mathew Gupta Paswan Mandal"
+        ),
+        "district": _words(
+            "Malappuram Kozhikode Thrissur Siwan Gopalganj Saran Azamgarh Gorakhpur "
+            "Hyderabad Chennai Ganjam"
+        ),
+    },
+    "EG": {
+        "given": _words(
+            "Mohammed Ahmed Ali Omar Hassan Hussein Khalid Abdullah Youssef Ibrahim Mahmoud "
+            "Mustafa Fatima Aisha Tarek Said"
+        ),
+        "middle": _words("Abdel Mohamed Ali"),
+        "surname": _words(
+            "Hassan Abdelrahman Ibrahim Osman Salih Mahmoud Ali Yousef Abdelaziz Farouk "
+            "Mansour Saleh"
+        ),
+        "district": _words("Asyut Sohag Minya Qena Fayoum Beni Suef Gharbia Sharqia"),
+    },
+}
+
+# Spelling variants a clerk or a monitor may write for the same name.
+_VARIANTS: list[list[str]] = [
+    ["Mohammad", "Mohammed", "Muhammad", "Muhammed", "Mohamed", "Md", "Mohd"],
+    ["Ahmed", "Ahmad"],
+    ["Hossain", "Hussain", "Hosain"],
+    ["Chowdhury", "Choudhury", "Chaudhury"],
+    ["Chaudhary", "Choudhary"],
+    ["Vijay", "Bijay"],
+    ["Lakshmi", "Laxmi"],
+    ["Yusuf", "Yousef", "Youssef", "Jusuf"],
+    ["Abdul", "Abdool"],
+    ["Nur", "Noor"],
+    ["Shrestha", "Shreshta"],
+    ["Rahman", "Rehman"],
+    ["Uddin", "Udin", "Uddeen"],
+    ["Begum", "Begam"],
+    ["Akter", "Akhter", "Aktar"],
+    ["Pillai", "Pillay"],
+    ["Joko", "Djoko"],
+    ["Budi", "Boedi"],
+    ["Wahyu", "Wahju"],
+    ["Hussein", "Husein"],
+    ["Omar", "Umar"],
+    ["Osman", "Usman"],
+    ["Mia", "Miah"],
+    ["Islam", "Eslam"],
+    ["Hasan", "Hassan"],
+    ["Bishnu", "Vishnu"],
+    ["Yadav", "Jadav"],
+    ["Fatima", "Fatema"],
+    ["Aisha", "Ayesha"],
+    ["Mahmoud", "Mahmud"],
+    ["Jose", "José"],
+]
+_VARIANT_OF = {name: group for group in _VARIANTS for name in group}
+
+_PHONE_FORMATS = {
+    "NP": ("+977", "98", 8),
+    "ID": ("+62", "812", 8),
+    "PH": ("+63", "917", 7),
+    "BD": ("+880", "171", 7),
+    "IN": ("+91", "98", 8),
+    "EG": ("+20", "10", 8),
+    "QA": ("+974", "55", 6),
+    "MY": ("+60", "12", 7),
+    "AE": ("+971", "50", 7),
+    "SA": ("+966", "50", 7),
+    "TH": ("+66", "81", 7),
+}
+
+
+def _zipf_choice(rng: random.Random, items: list[str]) -> str:
+    # Popular names are much more common: namesakes are the rule, not the exception.
+    weights = [1 / (rank + 1) ** 0.9 for rank in range(len(items))]
+    return rng.choices(items, weights)[0]
+
+
+def _typo(rng: random.Random, text: str) -> str:
+    letters = [i for i, ch in enumerate(text) if ch.isalpha()]
+    if len(letters) < 3:
+        return text
+    i = rng.choice(letters[1:])
+    kind = rng.randrange(4)
+    if kind == 0:
+        return text[:i] + text[i + 1 :]
+    if kind == 1:
+        return text[:i] + rng.choice(string.ascii_lowercase) + text[i:]
+    if kind == 2:
+        return text[:i] + rng.choice(string.ascii_lowercase) + text[i + 1 :]
+    if i + 1 < len(text) and text[i + 1].isalpha():
+        return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
+    return text[:i] + text[i + 1 :]
+
+
+def _phone(rng: random.Random, country: str) -> str:
+    code, prefix, digits = _PHONE_FORMATS[country]
+    return code + prefix + "".join(rng.choice(string.digits) for _ in range(digits))
+
+
+def _write_phone(rng: random.Random, e164: str, country: str) -> str:
+    code = _PHONE_FORMATS[country][0]
+    national = e164[len(code) :]
+    style = rng.randrange(4)
+    if style == 0:
+        return e164
+    if style == 1:
+        return f"{code} {national[:3]}-{national[3:]}"
+    if style == 2 and country not in {"QA"}:
+        return "0" + national  # national trunk prefix
+    return f"00{code[1:]} {national}"
+
+
+def _identifier(rng: random.Random, letters: int, digits: int) -> str:
+    return "".join(rng.choice(string.ascii_uppercase) for _ in range(letters)) + "".join(
+        rng.choice(string.digits) for _ in range(digits)
+    )
+
+
+def _id_typo(rng: random.Random, number: str) -> str:
+    i = rng.randrange(len(number))
+    if rng.random() < 0.5 and i + 1 < len(number):
+        return number[:i] + number[i + 1] + number[i] + number[i + 2 :]
+    return number[:i] + rng.choice(string.digits) + number[i + 1 :]
+
+
+# Persons ------------------------------------------------------------------------------------
+
+
+def _noisy_person_name(rng: random.Random, tokens: list[str]) -> str:
+    written = list(tokens)
+    written = [
+        rng.choice(_VARIANT_OF[t]) if t in _VARIANT_OF and rng.random() < 0.25 else t
+        for t in written
+    ]
+    if len(written) == 3 and rng.random() < 0.15:
+        del written[1]
+    if len(written) >= 2 and rng.random() < 0.05:
+        written[0] = written[0][0] + "."
+    if rng.random() < 0.12:
+        k = rng.randrange(len(written))
+        written[k] = _typo(rng, written[k])
+    if rng.random() < 0.15:
+        written = [written[-1], *written[:-1]]
+    name = " ".join(written)
+    if rng.random() < 0.05:
+        name = rng.choice(["Mr. ", "Mrs. ", "Ms. "]) + name
+    if rng.random() < 0.2:
+        name = name.upper()
+    return name
+
+
+def _noisy_dob(rng: random.Random, dob: date) -> date | None:
+    roll = rng.random()
+    if roll < 0.2:
+        return None
+    roll = rng.random()
+    if roll < 0.04 and dob.day <= 12:
+        return dob.replace(day=dob.month, month=dob.day)
+    if roll < 0.08:
+        return dob.replace(year=dob.year + rng.choice((-1, 1)))
+    if roll < 0.11:
+        return dob.replace(day=rng.randint(1, 28))
+    if roll < 0.13:
+        return date(rng.randint(1970, 2004), rng.randint(1, 12), rng.randint(1, 28))
+    return dob
+
+
+def person_dataset(seed: int, workers: int) -> tuple[list[PersonRecord], dict[str, str]]:
+    """Report-level person records and the true worker id of each record."""
+    rng = random.Random(seed)
+    records: list[PersonRecord] = []
+    truth: dict[str, str] = {}
+    people: list[tuple[str, list[str], date, str, str, str]] = []
+    for w in range(workers):
+        country = rng.choice(list(_CORRIDORS))
+        pools = _CORRIDORS[country]
+        tokens = [_zipf_choice(rng, pools["given"])]
+        if rng.random() < 0.45:
+            tokens.append(_zipf_choice(rng, pools["middle"]))
+        tokens.append(_zipf_choice(rng, pools["surname"]))
+        dob = date(rng.randint(1970, 2004), rng.randint(1, 12), rng.randint(1, 28))
+        district = rng.choice(pools["district"])
+        people.append((f"w{seed}-{w}", tokens, dob, district, _phone(rng, country), country))
+        if rng.random() < 0.05:  # a household member sharing surname, district and phone
+            relative = [_zipf_choice(rng, pools["given"]), tokens[-1]]
+            other_dob = date(rng.randint(1970, 2004), rng.randint(1, 12), rng.randint(1, 28))
+            people.append((f"w{seed}-{w}h", relative, other_dob, district, people[-1][4], country))
+    for worker_id, tokens, dob, district, phone, country in people:
+        passport = _identifier(rng, 1 if country != "PH" else 2, 7)
+        copies = 1 + min(3, int(rng.expovariate(1.0)))
+        for c in range(copies):
+            numbers: tuple[str, ...] = ()
+            if rng.random() < 0.45:
+                roll = rng.random()
+                number = passport
+                if roll < 0.05:
+                    number = _id_typo(rng, passport)
+                elif roll < 0.08:
+                    number = _identifier(rng, 1, 7)
+                numbers = (number,)
+            phones: tuple[str, ...] = ()
+            if rng.random() < 0.6:
+                current = phone if rng.random() > 0.15 else _phone(rng, country)
+                phones = (_write_phone(rng, current, country),)
+            written_district: str | None = district
+            if rng.random() < 0.3:
+                written_district = None
+            elif rng.random() < 0.1:
+                written_district = _typo(rng, district)
+            record_id = f"{worker_id}-r{c}"
+            records.append(
+                PersonRecord(
+                    id=record_id,
+                    name=_noisy_person_name(rng, tokens),
+                    dob=_noisy_dob(rng, dob),
+                    id_numbers=numbers,
+                    phones=phones,
+                    home_district=written_district,
+                    country=country,
+                )
+            )
+            truth[record_id] = worker_id
+    rng.shuffle(records)
+    return records, truth
+
+
+# Entities -----------------------------------------------------------------------------------
+
+_ORG_WORDS = {
+    "NP": _words(
+        "Sunkoshi Trishuli Bagmati Narayani Mahakali Karnali Manaslu Langtang Machhapuchhre Kanchenjunga Himal Dolpa Mustang Tansen Bhairahawa Birgunj Itahari Dhankuta Ilam Palpa Gulmi Baglung Jumla Rolpa Salyan Surkhet Dailekh Achham Bajura "
+        "Everest Himalayan Sagarmatha Lumbini Kantipur Annapurna Gorkha Janakpur Pokhara "
+        "Makalu Mount Shikhar Bhrikuti Koshi Gandaki Nilgiri Tilicho Rara Phewa Dhaulagiri"
+    ),
+    "BD": _words(
+        "Dhaka Chittagong Khulna Rajshahi Mymensingh Gazipur Narayanganj Bogra Jessore Pabna Kushtia Dinajpur Madaripur Shariatpur Bhola Patuakhali Feni Lakshmipur Habiganj Moulvibazar Sunamganj Netrokona Jamalpur Sherpur Sirajganj Natore Naogaon Joypurhat "
+        "Bengal Padma Meghna Jamuna Sonar Bangla Rupsha Karnaphuli Sylhet Shapla Nakshi Surma "
+        "Teesta Barisal Sundarban Rangpur"
+    ),
+    "ID": _words(
+        "Sumber Rezeki Berkah Makmur Indah Timur Barat Sakti Utama Bersama Harapan Wijaya Kencana Buana Persada Prima Mitra Citra Surya Bumi Raya Agung Bahari Tunas Andalan Dinamika Insani "
+        "Maju Jaya Sinar Abadi Sejahtera Mandiri Bintang Nusantara Karya Mulia Cahaya "
+        "Putra Sentosa Gemilang Perkasa Lestari"
+    ),
+    "PH": _words(
+        "Bicol Ilocos Tagalog Cordillera Samar Negros Panay Bohol Palawan Batanes Marinduque Romblon Aurora Quezon Rizal Laguna Tarlac Zambales Isabela Cagayan Masbate Sorsogon Albay Camarines Antique Capiz Aklan Guimaras Siquijor "
+        "Pinoy Bayanihan Luzon Visayas Mindanao Maharlika Sampaguita Perlas Bagong "
+        "Tanglaw Kalayaan Magiting"
+    ),
+    "IN": _words(
+        "Bharat Hind Sagarika Kalpana Sundaram Venkatesh Balaji Ashirwad Shanti Pragati Unnati Samruddhi Anand Mangal Shubh Siddhi Vinayak Gokul Mathura Kashi Ujjain Nashik Madurai Tirupati Guruvayur Sabari "
+        "Ganga Vishal Shree Sai Lakshmi Kerala Malabar Deccan Sagar Navrang Jyoti Kaveri "
+        "Narmada Vaishno"
+    ),
+    "QA": _words(
+        "Wakra Khor Rayyan Sadd Mirqab Shaheen Najma Bidda Corniche Zubara Furjan Waha Hilal Sadaf Yasmeen Riyadh Burj Majd Fajr Barakah Thuraya Nakheel Jazeera Sahara Emirates Qamar Shams "
+        "Al Noor Madina Khaleej Doha Pearl Falcon Desert Rose Gulf Star Oasis Dana Lusail"
+    ),
+    "MY": _words(
+        "Mutiara Seri Bayu Gading Putra Indah Jaya Makmur Sinar Teguh Bersatu Cemerlang Murni Setia Berjaya Wangsa Damai Kota Pantai Bukit Sungai Tanjung Kuala Pulau Lembah Selatan Utara Kinabalu Melaka "
+        "Harapan Gemilang Cahaya Bumi Mega Intan Permata Wawasan Jati Sutera Kencana"
+    ),
+    "TH": _words(
+        "Chonburi Rayong Samut Sakhon Songkhla Phuket Krabi Chiang Mai Khon Kaen Udon Nakhon Pathom Ratchaburi Kanchanaburi Petchaburi Hua Hin Pattaya Sriracha Bangpakong Chachoengsao Prachin Saraburi Lopburi Suphan Ubon Surin Buriram "
+        "Siam Chao Phraya Lanna Thai Rattana Sukhothai Ayutthaya Mekong Isan"
+    ),
+}
+_FILLERS = {
+    "NP": ["Overseas", "Manpower", "Human Resources", "Recruitment", "Overseas Employment"],
+    "BD": ["Overseas", "International", "Recruiting Agency", "Manpower Services"],
+    "ID": ["Karya Utama", "Tenaga Kerja", "Mandiri"],
+    "PH": ["International Manpower Services", "Manpower Agency", "Recruitment Agency"],
+    "IN": ["Consultants", "Manpower Consultants", "Overseas", "Human Resources"],
+    "QA": ["Trading", "Trading & Contracting", "Services", "Contracting"],
+    "MY": ["Manufacturing", "Services", "Industries", "Plantation"],
+    "TH": ["Seafood", "Trading", "Industries", "Food"],
+}
+_SUFFIXES = {
+    "NP": ["Pvt. Ltd.", "Private Limited", "(P) Ltd", "Pvt Ltd"],
+    "BD": ["Ltd.", "Limited"],
+    "ID": ["PT"],
+    "PH": ["Inc.", "Corp.", "Corporation", "Inc"],
+    "IN": ["Pvt. Ltd.", "Private Limited", "Pvt Ltd"],
+    "QA": ["W.L.L.", "WLL", "LLC", "L.L.C."],
+    "MY": ["Sdn. Bhd.", "Sdn Bhd", "SDN BHD"],
+    "TH": ["Co., Ltd.", "Company Limited", "Co. Ltd"],
+}
+_NATIVE = {
+    "QA": ("{name} ذ.م.م", "ar"),
+    "TH": ("บริษัท {name} จำกัด", "th"),
+    "NP": ("{name} प्रा. लि.", "ne"),
+}
+_SCRIPT_WORDS = {
+    "ar": {"Al": "ال", "Noor": "نور", "Madina": "مدينة", "Khaleej": "خليج", "Trading": "للتجارة"},
+    "th": {"Siam": "สยาม", "Thai": "ไทย", "Seafood": "ซีฟู้ด"},
+    "ne": {"Everest": "एभरेस्ट", "Himalayan": "हिमालयन", "Overseas": "ओभरसीज"},
+}
+
+
+def _org_parts(rng: random.Random, country: str) -> tuple[list[str], str]:
+    words = _ORG_WORDS[country]
+    distinctive = rng.sample(words, 1 if rng.random() < 0.35 else 2)
+    filler = rng.choice(_FILLERS[country]) if rng.random() < 0.8 else ""
+    return distinctive, filler
+
+
+def _legal_name(country: str, distinctive: list[str], filler: str, suffix: str) -> str:
+    core = " ".join([*distinctive, filler]).strip()
+    return f"PT {core}" if suffix == "PT" else f"{core} {suffix}"
+
+
+def noisy_org_name(rng: random.Random, entity: EntityRecord, parts: tuple[list[str], str]) -> str:
+    """A name for `entity` as a monitor or a worker would write it."""
+    if entity.aliases and rng.random() < 0.05:
+        return rng.choice(entity.aliases)
+    country = entity.country or "NP"
+    distinctive, filler = list(parts[0]), parts[1]
+    roll = rng.random()
+    if roll < 0.1 and filler:
+        filler = ""
+    elif roll < 0.2:
+        filler = rng.choice(_FILLERS[country])
+    if rng.random() < 0.05 and len(distinctive) == 2:
+        distinctive.reverse()
+    roll = rng.random()
+    suffix = "" if roll < 0.4 else rng.choice(_SUFFIXES[country]) if roll < 0.7 else ""
+    if roll >= 0.7:
+        suffix = _SUFFIXES[country][0]
+    name = (
+        _legal_name(country, distinctive, filler, suffix).strip()
+        if suffix
+        else " ".join([*distinctive, filler]).strip()
+    )
+    if rng.random() < 0.1:
+        name = name.replace("Manpower", "Man Power") if "Manpower" in name else name
+    if rng.random() < 0.15:
+        name = _typo(rng, name)
+    if rng.random() < 0.3:
+        name = name.upper()
+    return name
+
+
+def _native_alias(country: str, distinctive: list[str], filler: str) -> str | None:
+    if country not in _NATIVE:
+        return None
+    template, script = _NATIVE[country]
+    words = _SCRIPT_WORDS[script]
+    written = [words.get(w) for w in [*distinctive, filler] if w]
+    if not all(written):
+        return None
+    return template.format(name=" ".join(w for w in written if w))
+
+
+def _entity(rng: random.Random, entity_id: str) -> tuple[EntityRecord, tuple[list[str], str]]:
+    country = rng.choice(list(_ORG_WORDS))
+    distinctive, filler = _org_parts(rng, country)
+    kind = "employer" if country in {"QA", "MY", "TH"} else "agency"
+    if kind == "agency" and rng.random() < 0.1:
+        kind = "sub_agent"  # unlicensed broker: a person's name, a phone, no licence
+        pools = _CORRIDORS.get(country, _CORRIDORS["NP"])
+        distinctive, filler = [rng.choice(pools["given"]), rng.choice(pools["surname"])], ""
+        legal = " ".join(distinctive)
+    else:
+        legal = _legal_name(country, distinctive, filler, rng.choice(_SUFFIXES[country]))
+    alias = _native_alias(country, distinctive, filler)
+    licence = (
+        ()
+        if kind == "sub_agent"
+        else (f"{country}-{rng.randint(100, 99999)}/{rng.randint(60, 80)}",)
+    )
+    record = EntityRecord(
+        id=entity_id,
+        kind=kind,  # type: ignore[arg-type]
+        legal_name=legal,
+        aliases=(alias,) if alias else (),
+        licence_numbers=licence,
+        phones=tuple(_phone(rng, country) for _ in range(rng.randint(1, 2))),
+        country=country,
+    )
+    return record, (distinctive, filler)
+
+
+def entity_dataset(
+    seed: int, registry_size: int, mentions: int
+) -> tuple[list[EntityRecord], list[EntityRecord], dict[str, str | None]]:
+    """Registry entities, free-text mentions, and the registry id each mention refers to
+    (None for entities that are not in the registry)."""
+    rng = random.Random(seed)
+    registry: list[EntityRecord] = []
+    parts: list[tuple[list[str], str]] = []
+    seen: set[tuple[str, str]] = set()
+    while len(registry) < registry_size:
+        # Distinct registry entries have distinct names within a country (sharing words is fine).
+        entity, entity_parts = _entity(rng, f"e{seed}-{len(registry)}")
+        name_key = (entity.country or "", " ".join([*entity_parts[0], entity_parts[1]]))
+        if name_key in seen:
+            continue
+        seen.add(name_key)
+        registry.append(entity)
+        parts.append(entity_parts)
+    outsiders = [_entity(rng, f"x{seed}-{e}") for e in range(max(1, mentions // 5))]
+    mention_records: list[EntityRecord] = []
+    truth: dict[str, str | None] = {}
+    for m in range(mentions):
+        if rng.random() < 0.2:
+            entity, entity_parts = rng.choice(outsiders)
+            target = None
+        else:
+            k = rng.randrange(registry_size)
+            entity, entity_parts, target = registry[k], parts[k], registry[k].id
+        country = entity.country or "NP"
+        phones: tuple[str, ...] = ()
+        if rng.random() < 0.35:
+            phones = (_write_phone(rng, rng.choice(entity.phones), country),)
+        licences: tuple[str, ...] = ()
+        if entity.licence_numbers and rng.random() < 0.25:
+            licence = entity.licence_numbers[0]
+            licences = (_id_typo(rng, licence) if rng.random() < 0.1 else licence.lower(),)
+        mention_id = f"m{seed}-{m}"
+        mention_records.append(
+            EntityRecord(
+                id=mention_id,
+                kind="mention",
+                legal_name=noisy_org_name(rng, entity, entity_parts),
+                licence_numbers=licences,
+                phones=phones,
+                country=country if rng.random() < 0.7 else None,
+            )
+        )
+        truth[mention_id] = target
+    return registry, mention_records, truth
+
+
+# Incidents ----------------------------------------------------------------------------------
+
+_SITES = {  # city centres where sites are scattered (lat, lon, spread in degrees)
+    "QA": (25.20, 51.45, 0.12),
+    "MY": (3.05, 101.55, 0.2),
+    "AE": (25.15, 55.25, 0.15),
+    "SA": (24.70, 46.70, 0.2),
+    "TH": (13.55, 100.27, 0.15),
+}
+_CATEGORIES = _words(
+    "recruitment_fees withholding_of_wages retention_of_identity_documents debt_bondage "
+    "restriction_of_movement intimidation_and_threats abusive_living_conditions "
+    "excessive_overtime deception no_written_contract physical_violence retaliation"
+)
+_WORDS = [f"w{i}" for i in range(400)]
+
+
+def incident_dataset(
+    seed: int, incidents: int, sites: int | None = None, days: int = 365
+) -> tuple[list[IncidentRecord], dict[str, str]]:
+    """Incident reports and the true incident of each report."""
+    rng = random.Random(seed)
+    site_count = sites or max(20, incidents // 15)
+    site_list = []
+    for s in range(site_count):
+        country = rng.choice(list(_SITES))
+        lat, lon, spread = _SITES[country]
+        employer, parts = _entity(rng, f"site{seed}-{s}")
+        site_list.append(
+            (
+                lat + rng.uniform(-spread, spread),
+                lon + rng.uniform(-spread, spread),
+                employer,
+                parts,
+            )
+        )
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    monitors = [f"mon{seed}-{i}" for i in range(max(10, incidents // 20))]
+    records: list[IncidentRecord] = []
+    truth: dict[str, str] = {}
+    for i in range(incidents):
+        lat, lon, employer, parts = rng.choice(site_list)
+        when = start + timedelta(minutes=rng.randrange(days * 24 * 60))
+        categories = rng.sample(_CATEGORIES, rng.randint(1, 3))
+        keywords = rng.sample(_WORDS, 6)
+        first_monitor = rng.choice(monitors)
+        copies = 1 + min(2, int(rng.expovariate(1.2)))
+        for c in range(copies):
+            occurred = when
+            roll = rng.random()
+            if roll >= 0.4:
+                occurred = when + timedelta(hours=rng.gauss(0, 4))
+            if roll >= 0.8:
+                occurred = occurred.replace(hour=0, minute=0, second=0, microsecond=0)
+            metres = 120.0 if rng.random() > 0.1 else 600.0
+            dlat = rng.gauss(0, metres) / 111_000
+            dlon = rng.gauss(0, metres) / (111_000 * math.cos(math.radians(lat)))
+            cats = list(categories)
+            if rng.random() < 0.3:
+                if len(cats) > 1 and rng.random() < 0.5:
+                    cats.pop()
+                else:
+                    cats.append(rng.choice(_CATEGORIES))
+            narrative = [w for w in keywords if rng.random() < 0.6] + rng.sample(_WORDS, 2)
+            monitor = first_monitor if c == 0 or rng.random() < 0.2 else rng.choice(monitors)
+            use_id = rng.random() < 0.5
+            report_id = f"i{seed}-{i}-r{c}"
+            cell_only = rng.random() < 0.1
+            records.append(
+                IncidentRecord(
+                    id=report_id,
+                    occurred_at=occurred,
+                    lat=None if cell_only else lat + dlat,
+                    lon=None if cell_only else lon + dlon,
+                    h3_cell=_cell(lat + dlat, lon + dlon) if cell_only else None,
+                    categories=tuple(sorted(set(cats))),
+                    employer_ids=(employer.id,) if use_id else (),
+                    employer_names=() if use_id else (noisy_org_name(rng, employer, parts),),
+                    narrative_tokens=tuple(narrative),
+                    monitor_id=monitor,
+                )
+            )
+            truth[report_id] = f"i{seed}-{i}"
+    rng.shuffle(records)
+    return records, truth
+
+
+def _cell(lat: float, lon: float) -> str:
+    import h3
+
+    return str(h3.latlng_to_cell(lat, lon, 9))

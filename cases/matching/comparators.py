@@ -1,0 +1,287 @@
+"""Field comparators: each turns two normalised values into a discrete agreement level.
+
+Level 0 is the strongest agreement; `MISSING` means one side has no value, which the model
+scores as no evidence either way. The level names are part of the model (they label m and u).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Sequence
+from datetime import date, datetime
+
+from rapidfuzz.distance import OSA, JaroWinkler
+
+from cases.matching.normalise import FILLER_WORDS, OrgName, PersonName
+
+__all__ = [
+    "CATEGORY_LEVELS",
+    "DISTANCE_LEVELS",
+    "DOB_LEVELS",
+    "EQUALITY_LEVELS",
+    "IDENTIFIER_LEVELS",
+    "MISSING",
+    "ORG_NAME_LEVELS",
+    "PERSON_NAME_LEVELS",
+    "PHONE_LEVELS",
+    "PLACE_NAME_LEVELS",
+    "TIME_GAP_LEVELS",
+    "TOKEN_OVERLAP_LEVELS",
+    "TokenWeight",
+    "compare_categories",
+    "compare_dates_of_birth",
+    "compare_distance",
+    "compare_equal",
+    "compare_identifiers",
+    "compare_org_names",
+    "compare_person_names",
+    "compare_phones",
+    "compare_place_names",
+    "compare_time_gap",
+    "compare_token_overlap",
+    "haversine_km",
+    "weighted_token_similarity",
+]
+
+MISSING = -1
+
+ORG_NAME_LEVELS = ("exact", "typo", "same_core", "partial", "weak", "disagree")
+PERSON_NAME_LEVELS = ("exact", "phonetic", "close", "partial", "disagree")
+IDENTIFIER_LEVELS = ("exact", "one_edit", "disagree")
+PHONE_LEVELS = ("exact", "same_subscriber", "disagree")
+DOB_LEVELS = ("exact", "day_month_swapped", "year_off_by_one", "one_part_differs", "disagree")
+DISTANCE_LEVELS = ("within_200m", "within_1km", "within_5km", "farther")
+TIME_GAP_LEVELS = ("within_2h", "within_12h", "within_2d", "within_7d", "longer")
+CATEGORY_LEVELS = ("equal", "most", "some", "none")
+TOKEN_OVERLAP_LEVELS = ("high", "some", "none")
+EQUALITY_LEVELS = ("equal", "different")
+PLACE_NAME_LEVELS = ("equal", "close", "different")
+
+TokenWeight = Callable[[str], float]
+
+_CLOSE = 0.92  # Jaro-Winkler threshold for "close" strings
+_TOKEN_CLOSE = 0.88  # per-token threshold when aligning names token by token
+_FILLER_FACTOR = 0.25  # trade filler words count a quarter of their rarity weight
+
+
+def _tokens_agree(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    if min(len(a), len(b)) < 4:
+        return False
+    return JaroWinkler.normalized_similarity(a, b) >= _TOKEN_CLOSE
+
+
+def weighted_token_similarity(
+    a: Sequence[str], b: Sequence[str], token_weight: TokenWeight
+) -> float:
+    """Dice similarity of two token sets where each token counts by its rarity weight.
+
+    Tokens match when equal or within a small typo; filler words count less, so that two
+    agencies sharing only "Overseas Manpower Services" score low.
+    """
+    if not a or not b:
+        return 0.0
+
+    def weight(token: str) -> float:
+        factor = _FILLER_FACTOR if token in FILLER_WORDS else 1.0
+        return factor * token_weight(token)
+
+    unmatched = list(set(b))
+    shared = 0.0
+    for token in set(a):
+        for index, other in enumerate(unmatched):
+            if _tokens_agree(token, other):
+                shared += (weight(token) + weight(other)) / 2
+                del unmatched[index]
+                break
+    total = sum(weight(t) for t in set(a)) + sum(weight(t) for t in set(b))
+    return 2 * shared / total if total > 0 else 0.0
+
+
+def _org_name_level(a: OrgName, b: OrgName, token_weight: TokenWeight) -> int:
+    if not a.compact or not b.compact:
+        return MISSING
+    if a.compact == b.compact:
+        return 0
+    similarity = weighted_token_similarity(a.tokens, b.tokens, token_weight)
+    if similarity >= 0.9 and JaroWinkler.normalized_similarity(a.compact, b.compact) >= _CLOSE:
+        return 1  # every token agrees up to a typo
+    if a.significant and b.significant:
+        core = weighted_token_similarity(a.significant, b.significant, token_weight)
+        if core >= 0.9:
+            return 2  # same distinctive words, other trade words
+    if similarity >= 0.6:
+        return 3
+    if similarity >= 0.3:
+        return 4
+    return 5
+
+
+def compare_org_names(a: Sequence[OrgName], b: Sequence[OrgName], token_weight: TokenWeight) -> int:
+    """Best agreement between any name or alias of one side and any of the other."""
+    best = MISSING
+    for name_a in a:
+        for name_b in b:
+            level = _org_name_level(name_a, name_b, token_weight)
+            if level != MISSING and (best == MISSING or level < best):
+                best = level
+                if best == 0:
+                    return 0
+    return best
+
+
+def _aligned(shorter: Sequence[str], longer: Sequence[str], codes: dict[str, str]) -> int:
+    """How many tokens of `shorter` find a distinct partner in `longer` (equal, same sound
+    or a small typo)."""
+    remaining = list(longer)
+    count = 0
+    for token in shorter:
+        for index, other in enumerate(remaining):
+            if _tokens_agree(token, other) or (codes[token] and codes[token] == codes[other]):
+                count += 1
+                del remaining[index]
+                break
+    return count
+
+
+def compare_person_names(a: PersonName, b: PersonName, codes: dict[str, str]) -> int:
+    """Person names, insensitive to order, spelling variants, initials and a missing token.
+
+    `codes` maps every token of both names to its phonetic code.
+    """
+    if not a.tokens or not b.tokens:
+        return MISSING
+    if a.key == b.key:
+        return 0
+    if a.phonetic == b.phonetic:
+        return 1
+    shorter, longer = (a, b) if len(a.tokens) <= len(b.tokens) else (b, a)
+    aligned = _aligned(shorter.tokens, longer.tokens, codes)
+    if aligned == len(shorter.tokens) == len(longer.tokens):
+        return 2  # every token agrees up to a typo or a sound-alike spelling
+    if aligned == len(shorter.tokens) and aligned >= 1:
+        # One side wrote fewer names; its initials must not contradict the missing ones.
+        leftover = {t[0] for t in longer.tokens} - {t[0] for t in shorter.tokens}
+        if not shorter.initials or set(shorter.initials) & leftover or not leftover:
+            return 3
+    return 4
+
+
+def compare_identifiers(a: Collection[str], b: Collection[str]) -> int:
+    """Licence, registration, passport or ID numbers: equal, one typo apart (a changed, added,
+    dropped or transposed character), or different."""
+    if not a or not b:
+        return MISSING
+    if set(a) & set(b):
+        return 0
+    for left in a:
+        for right in b:
+            if OSA.distance(left, right, score_cutoff=1) <= 1:
+                return 1
+    return 2
+
+
+def compare_phones(a: Collection[str], b: Collection[str]) -> int:
+    """E.164 phones: equal, same subscriber digits under another country code, or different."""
+    if not a or not b:
+        return MISSING
+    if set(a) & set(b):
+        return 0
+    if {p[-8:] for p in a} & {p[-8:] for p in b}:
+        return 1
+    return 2
+
+
+def compare_dates_of_birth(a: date | None, b: date | None) -> int:
+    """Dates of birth with the usual clerical errors as their own levels."""
+    if a is None or b is None:
+        return MISSING
+    if a == b:
+        return 0
+    if a.year == b.year and a.day == b.month and a.month == b.day:
+        return 1
+    if abs(a.year - b.year) == 1 and a.month == b.month and a.day == b.day:
+        return 2
+    parts_equal = (a.year == b.year) + (a.month == b.month) + (a.day == b.day)
+    if parts_equal == 2:
+        return 3
+    return 4
+
+
+def haversine_km(lat_a: float, lon_a: float, lat_b: float, lon_b: float) -> float:
+    """Great-circle distance in kilometres."""
+    phi_a, phi_b = math.radians(lat_a), math.radians(lat_b)
+    d_phi = phi_b - phi_a
+    d_lambda = math.radians(lon_b - lon_a)
+    h = math.sin(d_phi / 2) ** 2 + math.cos(phi_a) * math.cos(phi_b) * math.sin(d_lambda / 2) ** 2
+    return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
+
+
+def compare_distance(a: tuple[float, float] | None, b: tuple[float, float] | None) -> int:
+    """Distance between two points (lat, lon)."""
+    if a is None or b is None:
+        return MISSING
+    km = haversine_km(a[0], a[1], b[0], b[1])
+    if km <= 0.2:
+        return 0
+    if km <= 1.0:
+        return 1
+    if km <= 5.0:
+        return 2
+    return 3
+
+
+def compare_time_gap(a: datetime | None, b: datetime | None) -> int:
+    """Gap between two occurrence times."""
+    if a is None or b is None:
+        return MISSING
+    hours = abs((a - b).total_seconds()) / 3600
+    for level, limit in enumerate((2.0, 12.0, 48.0, 168.0)):
+        if hours <= limit:
+            return level
+    return 4
+
+
+def compare_categories(a: Collection[str], b: Collection[str]) -> int:
+    """Overlap (Jaccard) of two category sets."""
+    if not a or not b:
+        return MISSING
+    left, right = set(a), set(b)
+    jaccard = len(left & right) / len(left | right)
+    if jaccard == 1.0:
+        return 0
+    if jaccard >= 0.5:
+        return 1
+    if jaccard > 0:
+        return 2
+    return 3
+
+
+def compare_token_overlap(a: Collection[str], b: Collection[str]) -> int:
+    """Overlap coefficient of two token sets (narrative keywords)."""
+    if not a or not b:
+        return MISSING
+    left, right = set(a), set(b)
+    overlap = len(left & right) / min(len(left), len(right))
+    if overlap >= 0.5:
+        return 0
+    if overlap > 0:
+        return 1
+    return 2
+
+
+def compare_equal(a: str | None, b: str | None) -> int:
+    """Plain equality of a categorical value (country, district, legal form, monitor)."""
+    if not a or not b:
+        return MISSING
+    return 0 if a == b else 1
+
+
+def compare_place_names(a: str | None, b: str | None) -> int:
+    """Districts and towns: equal, a spelling variant (Jaro-Winkler >= 0.92), or different."""
+    if not a or not b:
+        return MISSING
+    if a == b:
+        return 0
+    return 1 if JaroWinkler.normalized_similarity(a, b) >= _CLOSE else 2

@@ -1,0 +1,333 @@
+"""The matching engine: one `Matcher` API for incident dedup, entity resolution and person
+dedup, configured by a job spec. It explains every score field by field, matches one record
+against an incremental index, clusters a batch from scratch, and fits its own model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Generic, Literal, TypeVar
+
+import msgspec
+import numpy as np
+
+from cases.matching.blocking import CandidateIndex
+from cases.matching.jobs import JobSpec
+from cases.matching.model import (
+    FrequencyTable,
+    LevelMatrix,
+    MatchModel,
+    calibrate_from_labels,
+    estimate_by_em,
+    estimate_u,
+    fit_from_labels,
+    starting_model,
+)
+from cases.matching.records import EntityRecord, IncidentRecord, PersonRecord
+
+__all__ = [
+    "Decision",
+    "EntityRecord",
+    "FieldContribution",
+    "IncidentRecord",
+    "MatchExplanation",
+    "Matcher",
+    "PersonRecord",
+    "ScoredCandidate",
+]
+
+R = TypeVar("R")
+F = TypeVar("F")
+Decision = Literal["link", "review", "no_link"]
+
+
+class FieldContribution(msgspec.Struct, frozen=True):
+    """What one field said about a pair."""
+
+    field: str
+    level: str  # a level name, or "missing"
+    weight: float  # log2(m/u) of the level
+    tf_adjustment: float  # shift for a rare or common agreeing value
+    contribution: float  # weight + tf_adjustment
+
+
+class MatchExplanation(msgspec.Struct, frozen=True):
+    """A scored pair, field by field. `total_weight` is the sum of the contributions."""
+
+    left_id: str
+    right_id: str
+    fields: tuple[FieldContribution, ...]
+    total_weight: float
+    prior_weight: float
+    probability: float
+    decision: Decision
+
+
+class ScoredCandidate(msgspec.Struct, frozen=True):
+    id: str
+    total_weight: float
+    probability: float
+    decision: Decision
+
+
+def _identity(features: object) -> str:
+    return str(getattr(features, "id", ""))
+
+
+class _DisjointSets:
+    def __init__(self, size: int) -> None:
+        self.parent = list(range(size))
+        self.members: dict[int, list[int]] = {i: [i] for i in range(size)}
+
+    def find(self, item: int) -> int:
+        while self.parent[item] != item:
+            self.parent[item] = self.parent[self.parent[item]]
+            item = self.parent[item]
+        return item
+
+    def union(self, a: int, b: int) -> None:
+        if len(self.members[a]) < len(self.members[b]):
+            a, b = b, a
+        self.parent[b] = a
+        self.members[a].extend(self.members.pop(b))
+
+
+class Matcher(Generic[R, F]):
+    """Scores, explains, matches and clusters records of one job."""
+
+    def __init__(
+        self,
+        job: JobSpec[R, F],
+        model: MatchModel | None = None,
+        reference_frequencies: FrequencyTable | None = None,
+    ) -> None:
+        self.job = job
+        self.model = model or starting_model(
+            job.name, [(f.name, f.levels, f.tf_levels) for f in job.fields]
+        )
+        if self.model.thresholds != job.thresholds and self.model.method == "starting":
+            self.model = msgspec.structs.replace(self.model, thresholds=job.thresholds)
+        # Value frequencies used when no index is given (explaining two loose records).
+        self.reference_frequencies = reference_frequencies or FrequencyTable()
+        self._weights = [
+            [spec.weight(level) for level in range(len(spec.levels))] for spec in self.model.fields
+        ]
+
+    # Scoring -----------------------------------------------------------------------------
+
+    def new_index(self) -> CandidateIndex[F]:
+        job = self.job
+        return CandidateIndex(
+            job.index_keys,
+            job.query_keys,
+            job.count_values,
+            max_postings=job.max_postings,
+            max_candidates=job.max_candidates,
+        )
+
+    def build_index(self, records: Sequence[R]) -> CandidateIndex[F]:
+        index = self.new_index()
+        for record in records:
+            index.add(self.job.prepare(record))
+        return index
+
+    def levels(self, a: F, b: F, frequencies: FrequencyTable) -> list[int]:
+        return [spec.compare(a, b, frequencies) for spec in self.job.fields]
+
+    def _tf(self, field: int, level: int, a: F, b: F, frequencies: FrequencyTable) -> float:
+        spec = self.job.fields[field]
+        if spec.tf_frequency is None or level not in spec.tf_levels:
+            return 0.0
+        frequency = spec.tf_frequency(a, b, level, frequencies)
+        return self.model.tf_adjustment(field, level, frequency)
+
+    def total_weight(self, a: F, b: F, frequencies: FrequencyTable) -> float:
+        total = 0.0
+        for i, spec in enumerate(self.job.fields):
+            level = spec.compare(a, b, frequencies)
+            if level >= 0:
+                total += self._weights[i][level]
+                if spec.tf_levels:
+                    total += self._tf(i, level, a, b, frequencies)
+        return total
+
+    def explain_features(self, a: F, b: F, frequencies: FrequencyTable) -> MatchExplanation:
+        contributions = []
+        for i, spec in enumerate(self.job.fields):
+            level = spec.compare(a, b, frequencies)
+            weight = self._weights[i][level] if level >= 0 else 0.0
+            tf = self._tf(i, level, a, b, frequencies) if level >= 0 else 0.0
+            contributions.append(
+                FieldContribution(
+                    field=spec.name,
+                    level=spec.levels[level] if level >= 0 else "missing",
+                    weight=weight,
+                    tf_adjustment=tf,
+                    contribution=weight + tf,
+                )
+            )
+        total = sum(c.contribution for c in contributions)
+        probability = self.model.probability(total)
+        return MatchExplanation(
+            left_id=getattr(a, "id", ""),
+            right_id=getattr(b, "id", ""),
+            fields=tuple(contributions),
+            total_weight=total,
+            prior_weight=self.model.prior_weight,
+            probability=probability,
+            decision=self._decision(probability),
+        )
+
+    def explain(self, a: R, b: R, index: CandidateIndex[F] | None = None) -> MatchExplanation:
+        """Why two records do or do not match, field by field."""
+        frequencies = index.frequencies if index is not None else self.reference_frequencies
+        return self.explain_features(self.job.prepare(a), self.job.prepare(b), frequencies)
+
+    def _decision(self, probability: float) -> Decision:
+        decision = self.model.decision(probability)
+        return "link" if decision == "link" else "review" if decision == "review" else "no_link"
+
+    # Matching ----------------------------------------------------------------------------
+
+    def match_one(
+        self, record: R, index: CandidateIndex[F], limit: int = 10
+    ) -> list[ScoredCandidate]:
+        """The best-scoring indexed records for a new record, best first."""
+        features = self.job.prepare(record)
+        own_id = getattr(features, "id", None)
+        scored = []
+        for position in index.candidates(features):
+            other = index.records[position]
+            other_id = getattr(other, "id", "")
+            if other_id == own_id:
+                continue
+            weight = self.total_weight(features, other, index.frequencies)
+            probability = self.model.probability(weight)
+            scored.append(
+                ScoredCandidate(other_id, weight, probability, self._decision(probability))
+            )
+        scored.sort(key=lambda c: c.total_weight, reverse=True)
+        if self.job.linkage and len(scored) > 1 and scored[0].decision == "link":
+            # A mention refers to one registry entity: when a runner-up is nearly as good, the
+            # choice between them is a human's, not an auto-link.
+            runner_up = scored[1]
+            gap = scored[0].total_weight - runner_up.total_weight
+            if runner_up.decision != "no_link" and gap < self.model.thresholds.ambiguity_margin:
+                scored[0] = msgspec.structs.replace(scored[0], decision="review")
+        return scored[:limit]
+
+    def cluster(self, records: Sequence[R]) -> list[tuple[str, ...]]:
+        """Group records from scratch: union of auto-links, strongest first, where a merge must
+        also be supported on average by all cross pairs of the two groups (no chaining)."""
+        index = self.build_index(records)
+        features = index.records
+        frequencies = index.frequencies
+        threshold = self.model.thresholds
+        weights: dict[tuple[int, int], float] = {}
+        links: list[tuple[float, int, int]] = []
+        for i, item in enumerate(features):
+            for j in index.candidates(item, before=i):
+                weight = self.total_weight(item, features[j], frequencies)
+                weights[(j, i)] = weight
+                if self.model.probability(weight) >= threshold.link:
+                    links.append((weight, j, i))
+        links.sort(reverse=True)
+        sets = _DisjointSets(len(features))
+
+        def pair_probability(x: int, y: int) -> float:
+            key = (x, y) if x < y else (y, x)
+            if key not in weights:
+                weights[key] = self.total_weight(features[key[0]], features[key[1]], frequencies)
+            return self.model.probability(weights[key])
+
+        for _, a, b in links:
+            root_a, root_b = sets.find(a), sets.find(b)
+            if root_a == root_b:
+                continue
+            group_a, group_b = sets.members[root_a], sets.members[root_b]
+            if len(group_a) * len(group_b) > 1:
+                cross = [pair_probability(x, y) for x in group_a[:50] for y in group_b[:50]]
+                if sum(cross) / len(cross) < threshold.review:
+                    continue
+            sets.union(root_a, root_b)
+        ids = [str(getattr(f, "id", "")) for f in features]
+        return [tuple(ids[i] for i in sorted(group)) for group in sets.members.values()]
+
+    # Fitting -----------------------------------------------------------------------------
+
+    def _level_matrix(
+        self, pairs: Sequence[tuple[F, F]], frequencies: FrequencyTable
+    ) -> LevelMatrix:
+        rows = [self.levels(a, b, frequencies) for a, b in pairs]
+        return np.asarray(rows, dtype=np.int8).reshape(len(rows), len(self.job.fields))
+
+    def _with(self, model: MatchModel, frequencies: FrequencyTable) -> Matcher[R, F]:
+        return Matcher(self.job, model, frequencies)
+
+    def fit(
+        self,
+        records: Sequence[R],
+        against: Sequence[R] | None = None,
+        *,
+        same: Callable[[str, str], bool] | None = None,
+        seed: int = 0,
+        random_pairs: int = 50_000,
+        max_candidate_pairs: int = 200_000,
+    ) -> Matcher[R, F]:
+        """Fit m, u and the prior on the pairs that blocking produces.
+
+        Without `same`: u starts from random pairs, then EM estimates m, u and the prior on
+        the unlabelled candidate pairs. With `same(left_id, right_id)` (labels, e.g. past human
+        decisions or a labelled training set): m and u are counted on the labelled candidate
+        pairs and the probability is calibrated on them. Without `against` the job is
+        deduplication within `records`; with it, `records` are linked to the reference set
+        `against` (mentions to the registry).
+        """
+        rng = np.random.default_rng(seed)
+        index = self.build_index(against if against is not None else records)
+        frequencies = index.frequencies
+        left = [self.job.prepare(r) for r in records] if against is not None else index.records
+        right = index.records
+        picks = zip(
+            rng.integers(0, len(left), random_pairs).tolist(),
+            rng.integers(0, len(right), random_pairs).tolist(),
+            strict=True,
+        )
+        sampled = [(left[i], right[j]) for i, j in picks]
+        sampled = [(a, b) for a, b in sampled if a is not b]
+        model = estimate_u(self.model, self._level_matrix(sampled, frequencies))
+        candidates: list[tuple[F, F]] = []
+        for i, item in enumerate(left):
+            before = None if against is not None else i
+            candidates.extend((item, right[j]) for j in index.candidates(item, before=before))
+        if len(candidates) > max_candidate_pairs:
+            chosen = rng.choice(len(candidates), max_candidate_pairs, replace=False).tolist()
+            candidates = [candidates[k] for k in chosen]
+        levels = self._level_matrix(candidates, frequencies)
+        if same is None:
+            # u is re-estimated among candidate pairs: blocking makes non-matches agree on the
+            # blocked fields far more often than random pairs do, and only blocked pairs are
+            # ever scored.
+            return self._with(estimate_by_em(model, levels, fix_u=False), frequencies)
+        labels = [same(_identity(a), _identity(b)) for a, b in candidates]
+        model = fit_from_labels(model, levels, labels, prior_strength=1.0, fit_u=True)
+        rate = min(max(sum(labels) / max(len(labels), 1), 1e-4), 1 - 1e-4)
+        model = msgspec.structs.replace(model, prior=rate)
+        fitted = self._with(model, frequencies)
+        totals = [fitted.total_weight(a, b, frequencies) for a, b in candidates]
+        return self._with(calibrate_from_labels(model, totals, labels), frequencies)
+
+    def refit_from_labels(self, labelled: Sequence[tuple[R, R, bool]]) -> Matcher[R, F]:
+        """Refit m from human decisions (kept as labels), then recalibrate the probability."""
+        prepare = self.job.prepare
+        pairs = [(prepare(a), prepare(b)) for a, b, _ in labelled]
+        labels = [label for _, _, label in labelled]
+        frequencies = self.reference_frequencies
+        model = fit_from_labels(self.model, self._level_matrix(pairs, frequencies), labels)
+        refitted = self._with(model, frequencies)
+        totals = [refitted.total_weight(a, b, frequencies) for a, b in pairs]
+        return self._with(calibrate_from_labels(model, totals, labels), frequencies)
+
+    def with_thresholds(self, link: float, review: float) -> Matcher[R, F]:
+        thresholds = msgspec.structs.replace(self.model.thresholds, link=link, review=review)
+        model = msgspec.structs.replace(self.model, thresholds=thresholds)
+        return self._with(model, self.reference_frequencies)

@@ -1,0 +1,245 @@
+"""Job specifications: which fields each matching job compares, with which comparator, how it
+blocks, and its starting thresholds. One engine runs all three jobs from these specs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Generic, TypeVar
+
+from cases.matching import comparators as cmp
+from cases.matching.blocking import (
+    entity_keys,
+    incident_index_keys,
+    incident_query_keys,
+    person_keys,
+)
+from cases.matching.features import (
+    EntityFeatures,
+    IncidentFeatures,
+    PersonFeatures,
+    prepare_entity,
+    prepare_incident,
+    prepare_person,
+)
+from cases.matching.model import FrequencyTable, Thresholds
+from cases.matching.normalise import OrgName
+from cases.matching.records import EntityRecord, IncidentRecord, PersonRecord
+
+__all__ = ["FieldSpec", "JobSpec", "entity_job", "incident_job", "person_job"]
+
+R = TypeVar("R")
+F = TypeVar("F")
+
+
+@dataclass(frozen=True)
+class FieldSpec(Generic[F]):
+    """One compared field: its levels, its comparator and, for names, the frequency of the
+    agreeing value used by the term-frequency adjustment."""
+
+    name: str
+    levels: tuple[str, ...]
+    compare: Callable[[F, F, FrequencyTable], int]
+    tf_levels: tuple[int, ...] = ()
+    tf_frequency: Callable[[F, F, int, FrequencyTable], float | None] | None = None
+
+
+@dataclass(frozen=True)
+class JobSpec(Generic[R, F]):
+    """Everything that makes one matching job different from another."""
+
+    name: str
+    prepare: Callable[[R], F]
+    fields: tuple[FieldSpec[F], ...]
+    index_keys: Callable[[F], Iterable[str]]
+    query_keys: Callable[[F], Iterable[str]]
+    count_values: Callable[[F, FrequencyTable], None]
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    linkage: bool = False  # True: match records against a reference set (the registry)
+    max_postings: int = 2000
+    max_candidates: int = 100
+
+
+def _org_tokens(names: Iterable[OrgName]) -> set[str]:
+    return {token for name in names for token in name.tokens}
+
+
+def _org_rarity(frequencies: FrequencyTable) -> cmp.TokenWeight:
+    return partial(frequencies.rarity, "org_token")
+
+
+# Incident dedup ----------------------------------------------------------------------------
+
+
+def _incident_employer(a: IncidentFeatures, b: IncidentFeatures, freq: FrequencyTable) -> int:
+    if a.employer_ids and b.employer_ids:
+        return 0 if a.employer_ids & b.employer_ids else len(cmp.ORG_NAME_LEVELS) - 1
+    return cmp.compare_org_names(a.employer_names, b.employer_names, _org_rarity(freq))
+
+
+def _count_incident(features: IncidentFeatures, freq: FrequencyTable) -> None:
+    freq.add_set("org_token", _org_tokens(features.employer_names))
+
+
+def incident_job(
+    resolution: int = 7, window_days: int = 1
+) -> JobSpec[IncidentRecord, IncidentFeatures]:
+    """Two reports of one incident: close in time and place, same employer, same story."""
+    fields: tuple[FieldSpec[IncidentFeatures], ...] = (
+        FieldSpec(
+            "time",
+            cmp.TIME_GAP_LEVELS,
+            lambda a, b, _: cmp.compare_time_gap(a.occurred_at, b.occurred_at),
+        ),
+        FieldSpec(
+            "place", cmp.DISTANCE_LEVELS, lambda a, b, _: cmp.compare_distance(a.point, b.point)
+        ),
+        FieldSpec(
+            "categories",
+            cmp.CATEGORY_LEVELS,
+            lambda a, b, _: cmp.compare_categories(a.categories, b.categories),
+        ),
+        FieldSpec("employer", cmp.ORG_NAME_LEVELS, _incident_employer),
+        FieldSpec(
+            "narrative",
+            cmp.TOKEN_OVERLAP_LEVELS,
+            lambda a, b, _: cmp.compare_token_overlap(a.narrative_tokens, b.narrative_tokens),
+        ),
+        FieldSpec(
+            "monitor",
+            cmp.EQUALITY_LEVELS,
+            lambda a, b, _: cmp.compare_equal(a.monitor_id, b.monitor_id),
+        ),
+    )
+    return JobSpec(
+        name="incident",
+        prepare=partial(prepare_incident, resolution=resolution),
+        fields=fields,
+        index_keys=incident_index_keys,
+        query_keys=partial(incident_query_keys, window_days=window_days),
+        count_values=_count_incident,
+        thresholds=Thresholds(link=0.9, review=0.5),
+    )
+
+
+# Entity resolution -------------------------------------------------------------------------
+
+
+def _entity_name_frequency(
+    a: EntityFeatures, b: EntityFeatures, level: int, freq: FrequencyTable
+) -> float | None:
+    # Exact names: how common is the whole name; same core: how common are its distinctive
+    # words ("Doha" is shared by many registry entries, "Sagarmatha Kantipur" by few).
+    namespace, attribute = ("org_key", "compact") if level == 0 else ("org_core", "core")
+    shared = {getattr(n, attribute) for n in a.names} & {getattr(n, attribute) for n in b.names}
+    shared.discard("")
+    frequencies = [f for f in (freq.frequency(namespace, key) for key in shared) if f is not None]
+    return min(frequencies) if frequencies else None
+
+
+def _count_entity(features: EntityFeatures, freq: FrequencyTable) -> None:
+    freq.add_set("org_key", {n.compact for n in features.names})
+    freq.add_set("org_core", {n.core for n in features.names if n.core})
+    freq.add_set("org_token", _org_tokens(features.names))
+
+
+def entity_job(default_region: str | None = None) -> JobSpec[EntityRecord, EntityFeatures]:
+    """A free-text employer or recruiter against the registry. Identifiers beat names."""
+    fields: tuple[FieldSpec[EntityFeatures], ...] = (
+        FieldSpec(
+            "name",
+            cmp.ORG_NAME_LEVELS,
+            lambda a, b, freq: cmp.compare_org_names(a.names, b.names, _org_rarity(freq)),
+            tf_levels=(0, 2),
+            tf_frequency=_entity_name_frequency,
+        ),
+        FieldSpec(
+            "licence",
+            cmp.IDENTIFIER_LEVELS,
+            lambda a, b, _: cmp.compare_identifiers(a.licences, b.licences),
+        ),
+        FieldSpec(
+            "registration",
+            cmp.IDENTIFIER_LEVELS,
+            lambda a, b, _: cmp.compare_identifiers(a.registration, b.registration),
+        ),
+        FieldSpec(
+            "phone", cmp.PHONE_LEVELS, lambda a, b, _: cmp.compare_phones(a.phones, b.phones)
+        ),
+        FieldSpec(
+            "country", cmp.EQUALITY_LEVELS, lambda a, b, _: cmp.compare_equal(a.country, b.country)
+        ),
+        FieldSpec(
+            "legal_form",
+            cmp.EQUALITY_LEVELS,
+            lambda a, b, _: cmp.compare_equal(a.legal_form, b.legal_form),
+        ),
+    )
+    return JobSpec(
+        name="entity",
+        prepare=partial(prepare_entity, default_region=default_region),
+        fields=fields,
+        index_keys=entity_keys,
+        query_keys=entity_keys,
+        count_values=_count_entity,
+        thresholds=Thresholds(link=0.95, review=0.3),
+        linkage=True,
+    )
+
+
+# Person dedup ------------------------------------------------------------------------------
+
+
+def _person_name_frequency(
+    a: PersonFeatures, b: PersonFeatures, level: int, freq: FrequencyTable
+) -> float | None:
+    if level == 0:
+        return freq.frequency("person_name", a.name.key)
+    left = freq.frequency("person_sound", a.name.phonetic_key)
+    right = freq.frequency("person_sound", b.name.phonetic_key)
+    if left is None or right is None:
+        return None
+    return max(left, right)
+
+
+def _count_person(features: PersonFeatures, freq: FrequencyTable) -> None:
+    if features.name.tokens:
+        freq.add("person_name", features.name.key)
+        freq.add("person_sound", features.name.phonetic_key)
+
+
+def person_job(default_region: str | None = None) -> JobSpec[PersonRecord, PersonFeatures]:
+    """The same worker across reports. Passport and ID numbers beat names."""
+    fields: tuple[FieldSpec[PersonFeatures], ...] = (
+        FieldSpec(
+            "name",
+            cmp.PERSON_NAME_LEVELS,
+            lambda a, b, _: cmp.compare_person_names(a.name, b.name, a.codes | b.codes),
+            tf_levels=(0, 1),
+            tf_frequency=_person_name_frequency,
+        ),
+        FieldSpec("dob", cmp.DOB_LEVELS, lambda a, b, _: cmp.compare_dates_of_birth(a.dob, b.dob)),
+        FieldSpec(
+            "id_number",
+            cmp.IDENTIFIER_LEVELS,
+            lambda a, b, _: cmp.compare_identifiers(a.id_numbers, b.id_numbers),
+        ),
+        FieldSpec(
+            "phone", cmp.PHONE_LEVELS, lambda a, b, _: cmp.compare_phones(a.phones, b.phones)
+        ),
+        FieldSpec(
+            "district",
+            cmp.PLACE_NAME_LEVELS,
+            lambda a, b, _: cmp.compare_place_names(a.district, b.district),
+        ),
+    )
+    return JobSpec(
+        name="person",
+        prepare=partial(prepare_person, default_region=default_region),
+        fields=fields,
+        index_keys=person_keys,
+        query_keys=person_keys,
+        count_values=_count_person,
+        thresholds=Thresholds(link=0.95, review=0.5),
+    )

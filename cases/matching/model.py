@@ -1,0 +1,310 @@
+"""The Fellegi-Sunter scoring model: m and u per agreement level, term-frequency adjustment,
+estimation (EM on unlabelled candidate pairs, or counts from labelled pairs) and calibration of
+the total weight to a match probability. Models are msgspec Structs, so storage can persist them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "Calibration",
+    "FieldModel",
+    "FrequencyTable",
+    "MatchModel",
+    "Thresholds",
+    "calibrate_from_labels",
+    "estimate_by_em",
+    "estimate_u",
+    "fit_from_labels",
+    "starting_model",
+]
+
+LevelMatrix = npt.NDArray[np.int8]  # one row per pair, one column per field, -1 = missing
+
+_EPSILON = 1e-6
+_MIN_RECORDS_FOR_FREQUENCY = 200
+
+
+class FieldModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """m (P(level | match)) and u (P(level | non-match)) for each level of one field."""
+
+    name: str
+    levels: tuple[str, ...]
+    m: tuple[float, ...]
+    u: tuple[float, ...]
+    tf_levels: tuple[int, ...] = ()  # levels whose weight is adjusted by value frequency
+
+    def weight(self, level: int) -> float:
+        """log2(m/u) for a level; a missing value (-1) carries no evidence."""
+        if level < 0:
+            return 0.0
+        return math.log2(max(self.m[level], _EPSILON) / max(self.u[level], _EPSILON))
+
+
+class Thresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Probability above `link` is linked automatically; between `review` and `link`, a human
+    decides."""
+
+    link: float = 0.95
+    review: float = 0.5
+    # Linkage jobs only: the best candidate must beat a plausible runner-up by this many bits.
+    ambiguity_margin: float = 4.0
+
+
+class Calibration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """probability = 1 / (1 + 2 ** -(slope * total_weight + intercept)).
+
+    Without labels slope is 1 and intercept is the prior log-odds (the Bayes rule of the model
+    itself); labels refit both by logistic regression.
+    """
+
+    slope: float = 1.0
+    intercept: float = 0.0
+    source: str = "prior"
+
+
+class MatchModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A fitted model for one job."""
+
+    job: str
+    fields: tuple[FieldModel, ...]
+    prior: float  # proportion of matches among blocked candidate pairs
+    calibration: Calibration = Calibration()
+    thresholds: Thresholds = Thresholds()
+    tf_cap: float = 6.0  # bounds on the term-frequency adjustment, in bits
+    method: str = "starting"  # how m and u were obtained: starting, em, labels
+
+    @property
+    def prior_weight(self) -> float:
+        return math.log2(self.prior / (1 - self.prior))
+
+    def tf_adjustment(self, field: int, level: int, frequency: float | None) -> float:
+        """Shift of a level's weight when the agreeing value is rarer or commoner than average.
+
+        A value shared by a random pair with probability `frequency` replaces u for that pair.
+        """
+        spec = self.fields[field]
+        if frequency is None or level < 0 or level not in spec.tf_levels:
+            return 0.0
+        adjustment = math.log2(max(spec.u[level], _EPSILON) / max(frequency, _EPSILON))
+        return min(self.tf_cap, max(-self.tf_cap, adjustment))
+
+    def probability(self, total_weight: float) -> float:
+        calibration = self.calibration
+        intercept = calibration.intercept
+        if calibration.source == "prior":
+            intercept = self.prior_weight
+        exponent = -(calibration.slope * total_weight + intercept)
+        odds_against: float = 2.0 ** min(exponent, 1000.0)
+        return 1.0 / (1.0 + odds_against)
+
+    def decision(self, probability: float) -> str:
+        if probability >= self.thresholds.link:
+            return "link"
+        if probability >= self.thresholds.review:
+            return "review"
+        return "no_link"
+
+
+class FrequencyTable(msgspec.Struct):
+    """Counts of values per namespace (name keys, name tokens), for term-frequency adjustment
+    and rarity weights. Updated incrementally as records are indexed."""
+
+    counts: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+    totals: dict[str, int] = msgspec.field(default_factory=dict)
+
+    def add(self, namespace: str, value: str) -> None:
+        table = self.counts.setdefault(namespace, {})
+        table[value] = table.get(value, 0) + 1
+        self.totals[namespace] = self.totals.get(namespace, 0) + 1
+
+    def add_set(self, namespace: str, values: set[str] | frozenset[str]) -> None:
+        """Count each value once for one record: frequencies become document frequencies."""
+        table = self.counts.setdefault(namespace, {})
+        for value in values:
+            table[value] = table.get(value, 0) + 1
+        self.totals[namespace] = self.totals.get(namespace, 0) + 1
+
+    def count(self, namespace: str, value: str) -> int:
+        return int(self.counts.get(namespace, {}).get(value, 0))
+
+    def frequency(self, namespace: str, value: str) -> float | None:
+        """Share of records holding `value`; None while too few records are counted for a
+        share to mean anything (the adjustment is then skipped)."""
+        total = self.totals.get(namespace, 0)
+        if total < _MIN_RECORDS_FOR_FREQUENCY:
+            return None
+        return max(self.count(namespace, value), 1) / total
+
+    def rarity(self, namespace: str, value: str) -> float:
+        """Inverse document frequency (natural log, smoothed, at least 0.1)."""
+        total = self.totals.get(namespace, 0)
+        return max(0.1, math.log((total + 1) / (self.count(namespace, value) + 1)) + 1.0)
+
+
+def starting_model(
+    job: str, fields: Sequence[tuple[str, tuple[str, ...], tuple[int, ...]]], prior: float = 0.05
+) -> MatchModel:
+    """Neutral starting values for EM: m falls and u rises with the level index."""
+    specs = []
+    for name, levels, tf_levels in fields:
+        count = len(levels)
+        m = np.array([0.5**i for i in range(count)])
+        u = np.array([0.5 ** (count - 1 - i) for i in range(count)])
+        specs.append(
+            FieldModel(
+                name=name,
+                levels=levels,
+                m=tuple(float(x) for x in m / m.sum()),
+                u=tuple(float(x) for x in u / u.sum()),
+                tf_levels=tf_levels,
+            )
+        )
+    return MatchModel(job=job, fields=tuple(specs), prior=prior)
+
+
+def _distribution(counts: npt.NDArray[np.float64]) -> tuple[float, ...]:
+    total = counts.sum()
+    return tuple(float(x) for x in counts / total)
+
+
+def _level_counts(
+    levels: LevelMatrix, weights: npt.NDArray[np.float64], field: int, size: int
+) -> npt.NDArray[np.float64]:
+    column = levels[:, field].astype(np.int64)
+    present = column >= 0
+    counts = np.bincount(column[present], weights=weights[present], minlength=size)
+    return counts[:size].astype(np.float64)
+
+
+def estimate_u(model: MatchModel, random_pairs: LevelMatrix) -> MatchModel:
+    """u from random record pairs, which are almost all non-matches (smoothed by one count)."""
+    ones = np.ones(len(random_pairs))
+    fields = tuple(
+        msgspec.structs.replace(
+            spec, u=_distribution(_level_counts(random_pairs, ones, i, len(spec.levels)) + 1.0)
+        )
+        for i, spec in enumerate(model.fields)
+    )
+    return msgspec.structs.replace(model, fields=fields)
+
+
+def _log_likelihood_ratio(
+    model: MatchModel, levels: LevelMatrix
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    log_m = np.zeros(len(levels))
+    log_u = np.zeros(len(levels))
+    for i, spec in enumerate(model.fields):
+        column = levels[:, i].astype(np.int64)
+        present = column >= 0
+        m = np.log(np.maximum(np.asarray(spec.m), _EPSILON))
+        u = np.log(np.maximum(np.asarray(spec.u), _EPSILON))
+        log_m[present] += m[column[present]]
+        log_u[present] += u[column[present]]
+    return log_m, log_u
+
+
+def estimate_by_em(
+    model: MatchModel,
+    candidate_pairs: LevelMatrix,
+    *,
+    fix_u: bool = True,
+    prior_strength: float = 10.0,
+    iterations: int = 100,
+    tolerance: float = 1e-5,
+) -> MatchModel:
+    """Expectation-maximisation of m (and u unless fixed) and the match prior on unlabelled
+    candidate pairs. The current parameters act as a Dirichlet prior worth `prior_strength`
+    pairs per field, which keeps rare levels away from 0 and 1."""
+    current = model
+    for _ in range(iterations):
+        log_m, log_u = _log_likelihood_ratio(current, candidate_pairs)
+        logit = log_m - log_u + math.log(current.prior / (1 - current.prior))
+        posterior = 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+        prior = float(np.clip(posterior.mean(), 1e-4, 1 - 1e-4))
+        fields = []
+        for i, spec in enumerate(current.fields):
+            size = len(spec.levels)
+            m_counts = _level_counts(candidate_pairs, posterior, i, size)
+            m_counts += prior_strength * np.asarray(model.fields[i].m)
+            u = spec.u
+            if not fix_u:
+                u_counts = _level_counts(candidate_pairs, 1.0 - posterior, i, size)
+                u = _distribution(u_counts + prior_strength * np.asarray(model.fields[i].u))
+            fields.append(msgspec.structs.replace(spec, m=_distribution(m_counts), u=u))
+        updated = msgspec.structs.replace(current, fields=tuple(fields), prior=prior, method="em")
+        change = max(
+            abs(a - b)
+            for new, old in zip(updated.fields, current.fields, strict=True)
+            for a, b in zip(new.m + new.u, old.m + old.u, strict=True)
+        )
+        current = updated
+        if change < tolerance:
+            break
+    return current
+
+
+def fit_from_labels(
+    model: MatchModel,
+    pairs: LevelMatrix,
+    labels: Sequence[bool],
+    *,
+    prior_strength: float = 10.0,
+    fit_u: bool = False,
+) -> MatchModel:
+    """Refit m (and u if asked) from human decisions on pairs, keeping the current model as a
+    prior worth `prior_strength` pairs. Reviewed pairs are not a random sample of non-matches,
+    so u is by default kept from random pairs."""
+    is_match = np.asarray(labels, dtype=bool)
+    fields = []
+    for i, spec in enumerate(model.fields):
+        size = len(spec.levels)
+        m_counts = _level_counts(pairs, is_match.astype(np.float64), i, size)
+        m = _distribution(m_counts + prior_strength * np.asarray(spec.m))
+        u = spec.u
+        if fit_u:
+            u_counts = _level_counts(pairs, (~is_match).astype(np.float64), i, size)
+            u = _distribution(u_counts + prior_strength * np.asarray(spec.u))
+        fields.append(msgspec.structs.replace(spec, m=m, u=u))
+    return msgspec.structs.replace(model, fields=tuple(fields), method="labels")
+
+
+def calibrate_from_labels(
+    model: MatchModel, total_weights: Sequence[float], labels: Sequence[bool]
+) -> MatchModel:
+    """Logistic regression of the labels on the total weight (Platt scaling, in bits)."""
+    x = np.asarray(total_weights, dtype=np.float64) * math.log(2)
+    y = np.asarray(labels, dtype=np.float64)
+    rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+    ridge = 1e-3
+
+    def loss(theta: npt.NDArray[np.float64]) -> float:
+        z = theta[0] * x + theta[1]
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + ridge * theta[0] ** 2 / 2)
+
+    # Newton-Raphson from the flat model, with a small ridge for nearly separable data and a
+    # backtracking line search (weights span tens of bits, so full steps can overshoot).
+    theta = np.array([0.0, math.log(rate / (1 - rate))])
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-np.clip(theta[0] * x + theta[1], -50, 50)))
+        gradient = np.array([np.sum((p - y) * x) + ridge * theta[0], np.sum(p - y)])
+        w = p * (1 - p)
+        hessian = np.array(
+            [[np.sum(w * x * x) + ridge, np.sum(w * x)], [np.sum(w * x), np.sum(w) + 1e-9]]
+        )
+        step = np.linalg.solve(hessian, gradient)
+        current, scale = loss(theta), 1.0
+        while scale > 1e-6 and loss(theta - scale * step) > current:
+            scale /= 2
+        theta = theta - scale * step
+        if float(np.abs(scale * step).max()) < 1e-9:
+            break
+    slope, intercept = float(theta[0]), float(theta[1])
+    calibration = Calibration(slope=slope, intercept=intercept / math.log(2), source="labels")
+    return msgspec.structs.replace(model, calibration=calibration)
