@@ -22,7 +22,7 @@ from server.auth import AuthMiddleware, Principal, device_of, principal_of
 from server.logs import RequestIdMiddleware
 from server.problems import exception_handlers
 from server.resources import Resources, provide_conn
-from server.routes import auth, health, monitors, reports, sync, users
+from server.routes import auth, health, monitors, registry, reports, sync, users
 from server.runtime import (
     load_keyring,
     open_blob_store,
@@ -61,6 +61,12 @@ ROUTES = [
     reports.get_report,
     reports.list_report_conflicts,
     reports.resolve,
+    registry.create_entity,
+    registry.list_entities,
+    registry.get_entity,
+    registry.update_entity,
+    registry.delete_entity,
+    registry.import_licence_list,
     sync.enroll,
     sync.push,
     sync.pull,

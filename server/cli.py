@@ -10,6 +10,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cases.accounts import Role
 from server.logs import configure_logging
@@ -51,6 +52,23 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("check", help="report whether the database and blob store are reachable")
+
+    sim = sub.add_parser(
+        "simulate",
+        help="drive a running server with a fleet of simulated phones (see --help)",
+        add_help=False,
+    )
+    sim.add_argument("args", nargs=argparse.REMAINDER)
+
+    reg = sub.add_parser("registry", help="registry maintenance")
+    reg_sub = reg.add_subparsers(dest="registry_command", required=True)
+    imp = reg_sub.add_parser("import", help="import a licensing authority's list (CSV)")
+    imp.add_argument("csv_file", type=Path)
+    scope = imp.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--org", help="organisation slug to import into")
+    scope.add_argument(
+        "--shared", action="store_true", help="import into the registry every organisation reads"
+    )
     return parser
 
 
@@ -102,6 +120,34 @@ async def _create_user(
     print(f"user {user.email} ({user.role}) created in {org.slug}")
     if generated:
         print(f"generated password (shown once): {password}")
+
+
+async def _import_registry(settings: Settings, text: str, org_slug: str | None) -> None:
+    from cases.registry import parse_licence_csv
+    from storage.accounts import OrgRepository
+    from storage.db import connect
+    from storage.registry import RegistryRepository
+
+    conn = await connect(await _database(settings))
+    try:
+        org_id = None
+        if org_slug is not None:
+            org = await OrgRepository(conn).get_by_slug(org_slug)
+            if org is None:
+                raise CommandError(f"no organisation with slug {org_slug!r}")
+            org_id = org.id
+        async with conn.transaction():
+            summary = await RegistryRepository(conn).import_licences(
+                org_id, parse_licence_csv(text)
+            )
+    finally:
+        await conn.close()
+    print(
+        f"created {summary.created}, updated {summary.updated}, unchanged {summary.unchanged}, "
+        f"problems {len(summary.problems)}"
+    )
+    for problem in summary.problems[:50]:
+        print(f"  line {problem.line}: {problem.message}")
 
 
 async def _check(settings: Settings) -> bool:
@@ -189,6 +235,12 @@ def _serve(settings: Settings, role: str, migrate: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:
+        # The simulator is a device-side program with its own options; it only needs a URL.
+        from sync.client.fleet import main as simulate
+
+        return simulate(argv[1:])
     args = _parser().parse_args(argv)
     env = dict(os.environ)
     if args.command == "serve":
@@ -216,6 +268,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(
                 _create_user(settings, args.org, args.email, args.name, Role(args.role), password)
             )
+        elif args.command == "registry":
+            try:
+                text = args.csv_file.read_text(encoding="utf-8-sig")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CommandError(f"cannot read {args.csv_file}: {exc}") from None
+            asyncio.run(_import_registry(settings, text, args.org))
         elif args.command == "check":
             return 0 if asyncio.run(_check(settings)) else 1
     except KeyboardInterrupt:

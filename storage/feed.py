@@ -60,7 +60,7 @@ def monitor_audience(monitor_id: uuid.UUID) -> str:
 
 def audiences_for(monitor_id: uuid.UUID, regions: Iterable[str]) -> list[str]:
     """What a monitor's device may see within its organisation."""
-    return [monitor_audience(monitor_id), "org", *(f"region:{r}" for r in sorted(regions))]
+    return [ALL, monitor_audience(monitor_id), "org", *(f"region:{r}" for r in sorted(regions))]
 
 
 class FeedRow(msgspec.Struct, frozen=True):

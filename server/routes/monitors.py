@@ -14,6 +14,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 
 from cases.accounts import Role
+from cases.registry import REGION_RESOLUTION
 from server.auth import Caller, requires
 from server.pagination import Page, decode_page_token, encode_page_token
 from server.passwords import hash_token
@@ -81,9 +82,26 @@ async def create_monitor(principal: Caller, db: Db, data: JSONBody[NewMonitor]) 
     return await MonitorRepository(db).add(
         principal.org_id,
         data.display_name,
-        sorted(set(data.region_cells)),
+        region_cells(data.region_cells),
         sorted(set(data.region_countries)),
     )
+
+
+def region_cells(cells: list[str]) -> list[str]:
+    """The region as cells of the registry's resolution: finer cells are widened to their parent,
+    coarser ones split into their children (capped, so one continent cannot explode the list)."""
+    out: set[str] = set()
+    for cell in cells:
+        res = h3.get_resolution(cell)
+        if res >= REGION_RESOLUTION:
+            out.add(h3.cell_to_parent(cell, REGION_RESOLUTION))
+        else:
+            out.update(h3.cell_to_children(cell, REGION_RESOLUTION))
+    if len(out) > 20_000:
+        raise ProblemError(
+            422, "validation", "The region is too large", "use countries for whole-country regions"
+        )
+    return sorted(out)
 
 
 @get("/v1/monitors", guards=[requires(*_MANAGERS)], tags=["monitors"], summary="List monitors")

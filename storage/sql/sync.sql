@@ -138,12 +138,18 @@ SET resolved_at = now(), resolved_by = $3, resolution = $4, resolved_value = $5:
 WHERE org_id = $1 AND id = $2;
 
 -- name: replace_report_attachments
-WITH gone AS (DELETE FROM report_attachments WHERE report_id = $1)
+-- Both halves of one statement see the same snapshot, so the DELETE must spare the rows the
+-- INSERT keeps (an ON CONFLICT against a row being deleted would silently drop it).
+WITH gone AS (
+    DELETE FROM report_attachments WHERE report_id = $1 AND sha256 <> ALL($3::text[])
+)
 INSERT INTO report_attachments (report_id, org_id, sha256, size_bytes, media_type, sensitive)
 SELECT $1, $2, a.sha256, a.size_bytes, a.media_type, a.sensitive
 FROM unnest($3::text[], $4::bigint[], $5::text[], $6::boolean[])
      AS a (sha256, size_bytes, media_type, sensitive)
-ON CONFLICT (report_id, sha256) DO NOTHING;
+ON CONFLICT (report_id, sha256) DO UPDATE
+SET size_bytes = excluded.size_bytes, media_type = excluded.media_type,
+    sensitive = excluded.sensitive;
 
 -- name: arrived_blobs
 SELECT sha256 FROM blobs WHERE org_id = $1 AND sha256 = ANY($2::text[]);
@@ -164,7 +170,7 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
 -- name: pull_page
 SELECT change_no, xid::text::bigint AS xid, body::text AS body
 FROM sync_changes
-WHERE ((org_id = $1 AND audience = ANY($2::text[])) OR (org_id IS NULL AND audience = 'all'))
+WHERE (org_id = $1 OR org_id IS NULL) AND audience = ANY($2::text[])
   AND xid < $3::text::xid8
   AND (change_no > $4 OR (xid >= $5::text::xid8 AND change_no > $6))
 ORDER BY change_no

@@ -277,3 +277,23 @@ async def test_staff_tokens_cannot_push_and_devices_cannot_use_staff_routes(
     assert r.status_code == 403
     assert (await client.get("/v1/users", headers=phone.headers)).status_code in (401, 403)
     assert (await client.get("/v1/reports", headers=phone.headers)).status_code in (401, 403)
+
+
+async def test_amending_keeps_declared_attachments(client: Client, pool: asyncpg.Pool) -> None:
+    """Regression (found by the fleet): attachment rows must survive an amendment."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    photo = {"sha256": "ab" * 32, "size_bytes": 1000, "media_type": "image/jpeg"}
+    audio = {"sha256": "cd" * 32, "size_bytes": 2000, "media_type": "audio/ogg"}
+    body = report(attachments=[photo])
+    await push(client, phone, [create(phone, body)])
+    await push(client, phone, [amend(phone, body["id"], 1, {"severity": 2})])
+    await push(client, phone, [amend(phone, body["id"], 2, {"attachments": [photo, audio]})])
+    view = await client.get(f"/v1/reports/{body['id']}", headers=staff.headers)
+    assert sorted(a["sha256"] for a in view.json()["attachments"]) == [
+        photo["sha256"],
+        audio["sha256"],
+    ]
+    await push(client, phone, [amend(phone, body["id"], 3, {"attachments": [audio]})])
+    view = await client.get(f"/v1/reports/{body['id']}", headers=staff.headers)
+    assert [a["sha256"] for a in view.json()["attachments"]] == [audio["sha256"]]
