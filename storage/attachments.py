@@ -8,6 +8,7 @@ recorded as delivered for that organisation, and every report declaring it gets 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable
+from datetime import timedelta
 
 import msgspec
 
@@ -61,9 +62,18 @@ def _complete(sha256: str, size: int, part_size: int) -> UploadStatus:
     )
 
 
+PART_URL_LIFETIME = timedelta(hours=1)
+
+
 async def _status(blobs: BlobStore, upload: Upload) -> UploadStatus:
     received = await blobs.list_parts(upload.upload_id)
     missing = tuple(n - 1 for n in upload.missing_parts(received))
+    urls: dict[int, str] = {}
+    for index in missing:
+        url = await blobs.presign_part_url(upload.upload_id, index + 1, PART_URL_LIFETIME)
+        if url is None:  # a store without direct uploads: parts go through the server
+            break
+        urls[index] = url
     return UploadStatus(
         sha256=upload.sha256,
         size_bytes=upload.size,
@@ -71,7 +81,18 @@ async def _status(blobs: BlobStore, upload: Upload) -> UploadStatus:
         parts=upload.part_count,
         missing=missing,
         complete=False,
+        part_urls=urls,
     )
+
+
+async def _status_or_finish(
+    conn: Conn, blobs: BlobStore, device: DeviceAuth, upload: Upload
+) -> UploadStatus:
+    """The status; when every part is in (sent through us or straight to S3), finish the blob."""
+    status = await _status(blobs, upload)
+    if status.missing:
+        return status
+    return await _finish(conn, blobs, device, upload.sha256)
 
 
 async def start_or_resume_upload(
@@ -89,9 +110,11 @@ async def start_or_resume_upload(
                 409,
             )
         try:
-            return await _status(blobs, await blobs.get_upload(row["upload_id"]))
+            upload = await blobs.get_upload(row["upload_id"])
         except UploadNotFound:
             await conn.execute(Q.delete_upload, device.org_id, request.sha256)
+        else:
+            return await _status_or_finish(conn, blobs, device, upload)
     try:
         upload = await blobs.start_upload(request.sha256, request.size_bytes)
     except BlobTooLarge as exc:
@@ -122,12 +145,11 @@ async def upload_status_for(
     if row is None:
         raise AttachmentRefused("upload_not_found", "start the upload first", 404)
     try:
-        return await _status(blobs, await blobs.get_upload(row["upload_id"]))
+        upload = await blobs.get_upload(row["upload_id"])
     except UploadNotFound:
         await conn.execute(Q.delete_upload, device.org_id, sha256)
-        raise AttachmentRefused(
-            "upload_not_found", "the upload expired; start again", 404
-        ) from None
+        raise _expired() from None
+    return await _status_or_finish(conn, blobs, device, upload)
 
 
 async def receive_part(
@@ -153,11 +175,7 @@ async def receive_part(
         raise AttachmentRefused(
             "upload_not_found", "the upload expired; start again", 404
         ) from None
-    upload = await blobs.get_upload(row["upload_id"])
-    status = await _status(blobs, upload)
-    if status.missing:
-        return status
-    return await _finish(conn, blobs, device, sha256)
+    return await _status_or_finish(conn, blobs, device, await blobs.get_upload(row["upload_id"]))
 
 
 async def _finish(conn: Conn, blobs: BlobStore, device: DeviceAuth, sha256: str) -> UploadStatus:

@@ -100,6 +100,9 @@ class UploadStatus(msgspec.Struct, frozen=True, kw_only=True):
     parts: int
     missing: tuple[int, ...]
     complete: bool
+    # With object storage, presigned URLs to PUT each missing part to directly (index -> URL);
+    # after sending them, ask for the status again so the server verifies and records the blob.
+    part_urls: dict[int, str] = {}
 
 
 def upload_status(

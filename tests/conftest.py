@@ -21,6 +21,9 @@ from storage.db import Conn, connect, with_database
 from storage.embedded import start_embedded_postgres
 from storage.feed import publish_taxonomy
 from storage.migrate import apply_migrations
+from tests.s3server import s3_server
+
+__all__ = ["s3_server"]  # a session fixture shared by integration and API tests
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from sync.messages import EnrollRequest, EnrollResponse, PullRequest
 __all__ = ["attachment_status", "enroll", "pull", "push", "put_attachment_part", "start_attachment"]
 
 _PUBLIC: dict[str, Any] = {"public": True, "exclude_from_auth": True}
-_SHA256 = r"^[0-9a-f]{64}$"
+_PIECE = 256 * 1024
 
 
 def _invalid(exc: msgspec.MsgspecError) -> ProblemError:
@@ -211,9 +211,11 @@ async def put_attachment_part(
     _check_sha(sha256)
 
     async def chunks() -> AsyncIterator[bytes]:
+        # Small pieces: the blob store writes from worker threads, and an idle worker keeps a
+        # reference to the last buffer it wrote, so a big chunk would linger once per thread.
         async for chunk in request.stream():
-            if chunk:
-                yield chunk
+            for start in range(0, len(chunk), _PIECE):
+                yield chunk[start : start + _PIECE]
 
     status = await receive_part(db, resources_of(state).blobs, device, sha256, index, chunks())
     return sync_response(request, status)

@@ -1,0 +1,138 @@
+"""Large and direct-to-object-storage attachment uploads, with interruptions."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from cases.accounts import Role
+from server.app import create_app
+from server.settings import Settings, load_settings
+from tests.api.conftest import make_actor
+from tests.api.sync_support import Client, new_phone
+from tests.conftest import truncate_all
+from tests.s3server import S3Server
+
+pytestmark = pytest.mark.db
+
+SIZE = 50 * 1024 * 1024 + 4321
+
+
+def chunk(index: int, part_size: int) -> bytes:
+    """Part ``index`` of a deterministic pseudo-random file, made on demand (never all at once)."""
+    length = min(part_size, SIZE - index * part_size)
+    return random.Random(index).randbytes(length)
+
+
+def file_sha256(part_size: int) -> str:
+    digest = hashlib.sha256()
+    for i in range(-(-SIZE // part_size)):
+        digest.update(chunk(i, part_size))
+    return digest.hexdigest()
+
+
+async def test_50_mb_upload_interrupted_twice(client: Client, pool: asyncpg.Pool) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    probe = await client.post(
+        "/v1/sync/attachments",
+        json={"sha256": "0" * 64, "size_bytes": SIZE, "media_type": "video/mp4"},
+        headers=phone.headers,
+    )
+    part_size = probe.json()["part_size"]
+    sha = file_sha256(part_size)
+    declared = {"sha256": sha, "size_bytes": SIZE, "media_type": "video/mp4"}
+    url = f"/v1/sync/attachments/{sha}"
+
+    async def put(i: int, body: bytes) -> httpx.Response:
+        return await client.put(f"{url}/parts/{i}", content=body, headers=phone.headers)
+
+    status = (await client.post("/v1/sync/attachments", json=declared,
+                                headers=phone.headers)).json()  # fmt: skip
+    parts = status["parts"]
+    assert status["missing"] == list(range(parts))
+    sent = 0
+    # First attempt: two parts, then the connection dies in the middle of the third.
+    for i in (0, 1):
+        r = await put(i, chunk(i, part_size))
+        assert r.status_code == 200, r.text
+        sent += 1
+    cut = await put(2, chunk(2, part_size)[:1000])
+    assert cut.status_code == 422  # a truncated part is refused, not stored
+    # Second attempt after resuming: only what is missing, and dies again.
+    status = (await client.get(url, headers=phone.headers)).json()
+    assert status["missing"] == list(range(2, parts))
+    for i in status["missing"][:2]:
+        r = await put(i, chunk(i, part_size))
+        assert r.status_code == 200
+        sent += 1
+    # Third attempt finishes.
+    status = (await client.post("/v1/sync/attachments", json=declared,
+                                headers=phone.headers)).json()  # fmt: skip
+    assert status["missing"] == list(range(4, parts))
+    for i in status["missing"]:
+        last = await put(i, chunk(i, part_size))
+        assert last.status_code == 200
+        sent += 1
+    assert last.json()["complete"] is True
+    assert sent == parts  # no finished part was ever sent twice
+    async with pool.acquire() as conn:
+        stored = await conn.fetchval("SELECT size_bytes FROM blobs WHERE sha256 = $1", sha)
+    assert stored == SIZE
+
+
+@pytest.fixture
+async def s3_client(
+    api_settings: Settings, s3_server: S3Server, pool: asyncpg.Pool
+) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    env = {
+        "FAIRWATCH_DATABASE_URL": api_settings.database_url or "",
+        "FAIRWATCH_DATA_DIR": str(api_settings.data_dir),
+        "FAIRWATCH_S3_ENDPOINT": s3_server.endpoint,
+        "FAIRWATCH_S3_ACCESS_KEY": s3_server.access_key,
+        "FAIRWATCH_S3_SECRET_KEY": s3_server.secret_key,
+        "FAIRWATCH_S3_BUCKET": s3_server.bucket,
+        "FAIRWATCH_S3_SECURE": "true" if s3_server.secure else "false",
+        "FAIRWATCH_LOG_JSON": "false",
+    }
+    if s3_server.region:
+        env["FAIRWATCH_S3_REGION"] = s3_server.region
+    try:
+        async with AsyncTestClient(app=create_app(load_settings(env))) as client:
+            yield client
+    finally:
+        await truncate_all(pool)
+
+
+@pytest.mark.s3
+async def test_parts_go_straight_to_object_storage(
+    s3_client: AsyncTestClient[Litestar], pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(s3_client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(s3_client, staff)
+    data = random.Random(5).randbytes(12 * 1024 * 1024 + 17)
+    sha = hashlib.sha256(data).hexdigest()
+    declared = {"sha256": sha, "size_bytes": len(data), "media_type": "video/mp4"}
+    status = (await s3_client.post("/v1/sync/attachments", json=declared,
+                                   headers=phone.headers)).json()  # fmt: skip
+    size = status["part_size"]
+    assert set(map(int, status["part_urls"])) == set(status["missing"])
+    async with httpx.AsyncClient() as s3:
+        first = status["part_urls"]["0"]
+        assert (await s3.put(first, content=data[:size])).status_code == 200
+        # Interrupted; resuming gives fresh URLs for the missing parts only.
+        resumed = (await s3_client.get(f"/v1/sync/attachments/{sha}", headers=phone.headers)).json()
+        assert resumed["missing"] == list(range(1, status["parts"]))
+        for index, url in resumed["part_urls"].items():
+            i = int(index)
+            assert (await s3.put(url, content=data[i * size : (i + 1) * size])).status_code == 200
+    done = (await s3_client.get(f"/v1/sync/attachments/{sha}", headers=phone.headers)).json()
+    assert done["complete"] is True, (done["missing"], list(done["part_urls"]))
+    assert done["part_urls"] == {}
