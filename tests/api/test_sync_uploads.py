@@ -77,10 +77,12 @@ async def test_50_mb_upload_interrupted_twice(client: Client, pool: asyncpg.Pool
     status = (await client.post("/v1/sync/attachments", json=declared,
                                 headers=phone.headers)).json()  # fmt: skip
     assert status["missing"] == list(range(4, parts))
+    last = None
     for i in status["missing"]:
         last = await put(i, chunk(i, part_size))
         assert last.status_code == 200
         sent += 1
+    assert last is not None
     assert last.json()["complete"] is True
     assert sent == parts  # no finished part was ever sent twice
     async with pool.acquire() as conn:

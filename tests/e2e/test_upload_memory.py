@@ -111,6 +111,7 @@ async def test_server_memory_is_flat_in_the_file_size(
             sha = digest.hexdigest()
             declared = {"sha256": sha, "size_bytes": size, "media_type": "video/mp4"}
             sent = 0
+            r = None
             for attempt in range(interruptions + 1):
                 status = (
                     await http.post("/v1/sync/attachments", json=declared, headers=device)
@@ -122,6 +123,7 @@ async def test_server_memory_is_flat_in_the_file_size(
                     r = await http.put(url, content=body, headers=device)
                     assert r.status_code == 200, r.text
                     sent += 1
+            assert r is not None
             assert r.json()["complete"] is True
             assert sent == count  # resumed uploads never resend a finished part
             return part_size

@@ -29,7 +29,8 @@ from storage.blobs import (
     UploadNotFound,
 )
 from storage.blobs.base import MIN_PART_SIZE
-from tests.integration.conftest import Backend, S3Server
+from tests.integration.conftest import Backend
+from tests.s3server import S3Server
 
 PART = MIN_PART_SIZE
 MiB = 1024 * 1024
