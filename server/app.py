@@ -17,24 +17,16 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from cases.taxonomy import load_taxonomy
 from server.auth import AuthMiddleware, Principal, device_of, principal_of
 from server.logs import RequestIdMiddleware
 from server.problems import exception_handlers
-from server.resources import Resources, provide_conn
+from server.resources import provide_conn
 from server.routes import auth, health, monitors, registry, reports, sync, users
-from server.runtime import (
-    load_keyring,
-    open_blob_store,
-    resolve_database_url,
-    resolve_secret_key,
-)
+from server.runtime import open_resources
 from server.scheduler import run_scheduler
 from server.settings import Settings
-from server.worker import run_worker
-from storage.db import create_pool
+from server.worker import WorkerContext, run_worker
 from storage.devices import DeviceAuth
-from storage.feed import publish_taxonomy
 
 __all__ = ["create_app"]
 
@@ -89,36 +81,28 @@ def create_app(settings: Settings, *, background: frozenset[str] = frozenset()) 
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
-        dsn = await resolve_database_url(settings)
-        pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        resources = await open_resources(settings)
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         try:
-            blobs = await open_blob_store(settings)
-            taxonomy = load_taxonomy()
-            async with pool.acquire() as conn:
-                await publish_taxonomy(conn, taxonomy)
-            app.state.resources = Resources(
-                settings=settings,
-                pool=pool,
-                blobs=blobs,
-                dsn=dsn,
-                keyring=await load_keyring(settings),
-                taxonomy=taxonomy,
-                secret_key=await resolve_secret_key(settings),
-            )
+            app.state.resources = resources
             if "worker" in background:
+                context = WorkerContext(resources=resources)
                 tasks.append(
-                    asyncio.create_task(run_worker(pool, stop, settings.worker_poll_seconds))
+                    asyncio.create_task(
+                        run_worker(resources.pool, stop, settings.worker_poll_seconds, context)
+                    )
                 )
             if "scheduler" in background:
-                tasks.append(asyncio.create_task(run_scheduler(dsn, pool, stop)))
+                tasks.append(
+                    asyncio.create_task(run_scheduler(resources.dsn, resources.pool, stop))
+                )
             yield
         finally:
             stop.set()
             if tasks:
                 await asyncio.wait(tasks, timeout=15)
-            await asyncio.wait_for(pool.close(), timeout=10)
+            await asyncio.wait_for(resources.pool.close(), timeout=10)
 
     return Litestar(
         route_handlers=ROUTES,

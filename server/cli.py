@@ -192,20 +192,21 @@ async def _prepare(settings: Settings, migrate: bool) -> None:
 
 async def _run_headless(settings: Settings, role: str) -> None:
     """The worker or scheduler role without an HTTP listener."""
-    from server.runtime import resolve_database_url
+    from server.runtime import open_resources
     from server.scheduler import run_scheduler
-    from server.worker import run_worker
-    from storage.db import create_pool
+    from server.worker import WorkerContext, run_worker
 
-    dsn = await resolve_database_url(settings)
-    pool = await create_pool(dsn, min_size=1, max_size=settings.db_pool_max)
+    resources = await open_resources(settings)
+    pool, dsn = resources.pool, resources.dsn
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         if role == "worker":
-            await run_worker(pool, stop, settings.worker_poll_seconds)
+            await run_worker(
+                pool, stop, settings.worker_poll_seconds, WorkerContext(resources=resources)
+            )
         else:
             await run_scheduler(dsn, pool, stop)
     finally:

@@ -9,12 +9,15 @@ import secrets
 from pathlib import Path
 
 from cases.accounts import Role
+from cases.taxonomy import load_taxonomy
 from server.passwords import hash_password
+from server.resources import Resources
 from server.settings import Settings
 from storage.accounts import OrgRepository, UserRepository
 from storage.blobs import BlobStore, LocalBlobStore, S3BlobStore
-from storage.db import connect, ensure_database
+from storage.db import connect, create_pool, ensure_database
 from storage.embedded import start_embedded_postgres
+from storage.feed import publish_taxonomy
 from storage.keyring import Keyring, load_master_keys
 from storage.migrate import Migration, apply_migrations
 
@@ -24,6 +27,7 @@ __all__ = [
     "load_keyring",
     "migrate_database",
     "open_blob_store",
+    "open_resources",
     "resolve_database_url",
     "resolve_secret_key",
 ]
@@ -136,3 +140,26 @@ def _write_private(path: Path, email: str, password: str) -> Path:
     with os.fdopen(fd, "w") as out:
         out.write(f"email: {email}\npassword: {password}\n")
     return path
+
+
+async def open_resources(settings: Settings) -> Resources:
+    """Everything a process of any role needs: database pool, blob store, keys, taxonomy."""
+    dsn = await resolve_database_url(settings)
+    pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    try:
+        blobs = await open_blob_store(settings)
+        taxonomy = load_taxonomy()
+        async with pool.acquire() as conn:
+            await publish_taxonomy(conn, taxonomy)
+        return Resources(
+            settings=settings,
+            pool=pool,
+            blobs=blobs,
+            dsn=dsn,
+            keyring=await load_keyring(settings),
+            taxonomy=taxonomy,
+            secret_key=await resolve_secret_key(settings),
+        )
+    except BaseException:
+        await pool.close()
+        raise

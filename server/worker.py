@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 
@@ -18,15 +20,30 @@ from storage.accounts import SessionRepository
 from storage.db import Conn
 from storage.jobs import ClaimedJob, JobQueue
 
-__all__ = ["JOB_HANDLERS", "JobHandler", "run_worker", "run_worker_once"]
+__all__ = [
+    "JOB_HANDLERS",
+    "JobHandler",
+    "WorkerContext",
+    "all_handlers",
+    "run_worker",
+    "run_worker_once",
+]
 
 _log = logging.getLogger("fairwatch.worker")
 
-JobHandler = Callable[[Conn, ClaimedJob], Awaitable[None]]
+
+@dataclass(frozen=True, slots=True)
+class WorkerContext:
+    """What job handlers may use besides their connection (keyring, taxonomy, settings...)."""
+
+    resources: Any = None
+
+
+JobHandler = Callable[[Conn, ClaimedJob, WorkerContext], Awaitable[None]]
 LEASE = timedelta(minutes=5)
 
 
-async def _purge_sessions(conn: Conn, job: ClaimedJob) -> None:
+async def _purge_sessions(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
     removed = await SessionRepository(conn).delete_expired()
     _log.info("purged expired sessions", extra={"fields": {"removed": removed}})
 
@@ -36,11 +53,24 @@ JOB_HANDLERS: dict[str, JobHandler] = {
 }
 
 
+def all_handlers() -> dict[str, JobHandler]:
+    """The handlers of every area, gathered in one place (each area keeps its own module)."""
+    from server.case_jobs import HANDLERS as CASE_HANDLERS
+    from server.matching_jobs import HANDLERS as MATCHING_HANDLERS
+    from server.risk_jobs import HANDLERS as RISK_HANDLERS
+
+    return {**JOB_HANDLERS, **MATCHING_HANDLERS, **CASE_HANDLERS, **RISK_HANDLERS}
+
+
 async def run_worker_once(
-    pool: asyncpg.Pool, handlers: dict[str, JobHandler] | None = None, batch: int = 10
+    pool: asyncpg.Pool,
+    handlers: dict[str, JobHandler] | None = None,
+    batch: int = 10,
+    context: WorkerContext | None = None,
 ) -> int:
     """Claim and run one batch; returns how many jobs were claimed."""
-    handlers = JOB_HANDLERS if handlers is None else handlers
+    handlers = all_handlers() if handlers is None else handlers
+    context = context or WorkerContext()
     async with pool.acquire() as conn:
         claimed = await JobQueue(conn).claim(batch, LEASE)
     for job in claimed:
@@ -52,7 +82,7 @@ async def run_worker_once(
                 continue
             try:
                 async with conn.transaction():
-                    await handler(conn, job)
+                    await handler(conn, job, context)
                     await queue.complete(job.id)
             except Exception as exc:
                 _log.exception("job %s (%s) failed", job.id, job.kind)
@@ -60,11 +90,17 @@ async def run_worker_once(
     return len(claimed)
 
 
-async def run_worker(pool: asyncpg.Pool, stop: asyncio.Event, poll_seconds: float) -> None:
+async def run_worker(
+    pool: asyncpg.Pool,
+    stop: asyncio.Event,
+    poll_seconds: float,
+    context: WorkerContext | None = None,
+) -> None:
     _log.info("worker started")
+    handlers = all_handlers()
     while not stop.is_set():
         try:
-            busy = await run_worker_once(pool)
+            busy = await run_worker_once(pool, handlers, context=context)
         except (OSError, asyncpg.PostgresError) as exc:
             _log.warning("worker cannot reach the database: %s", exc)
             busy = 0

@@ -9,7 +9,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from server.worker import run_worker_once
+from server.worker import WorkerContext, run_worker_once
 from storage.db import Conn
 from storage.jobs import ClaimedJob, JobQueue
 from tests.conftest import truncate_all
@@ -55,7 +55,7 @@ async def test_expired_lease_is_claimed_again(db: asyncpg.Connection) -> None:
 async def test_concurrent_workers_run_each_job_exactly_once(pool: asyncpg.Pool) -> None:
     runs: Counter[int] = Counter()
 
-    async def handler(conn: Conn, job: ClaimedJob) -> None:
+    async def handler(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
         runs[job.payload["n"]] += 1
         await asyncio.sleep(0)  # yield so the workers interleave
 
