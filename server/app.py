@@ -21,7 +21,18 @@ from server.auth import AuthMiddleware, Principal, device_of, principal_of
 from server.logs import RequestIdMiddleware
 from server.problems import exception_handlers
 from server.resources import provide_conn
-from server.routes import auth, health, monitors, registry, reports, sync, users
+from server.routes import (
+    alerts,
+    audit,
+    auth,
+    cases,
+    health,
+    monitors,
+    registry,
+    reports,
+    sync,
+    users,
+)
 from server.runtime import open_resources
 from server.scheduler import run_scheduler
 from server.settings import Settings
@@ -65,6 +76,9 @@ ROUTES = [
     sync.start_attachment,
     sync.attachment_status,
     sync.put_attachment_part,
+    *cases.ROUTES,
+    *alerts.ROUTES,
+    *audit.ROUTES,
 ]
 
 

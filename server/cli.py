@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("args", nargs=argparse.REMAINDER)
 
+    from server.cli_protection import register as register_protection
+
+    register_protection(sub)
+
     reg = sub.add_parser("registry", help="registry maintenance")
     reg_sub = reg.add_subparsers(dest="registry_command", required=True)
     imp = reg_sub.add_parser("import", help="import a licensing authority's list (CSV)")
@@ -255,7 +259,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fairwatch: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_json)
+    from server.cli_protection import handle as handle_protection
+
     try:
+        handled = handle_protection(args, settings)
+        if handled is not None:
+            return handled
         if args.command == "serve":
             _serve(settings, args.role, not args.no_migrate)
         elif args.command == "migrate":

@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from cases.accounts import Role
+from cases.classification import ROLE_CLASSES, FieldClass, view_for
 from server.auth import Caller, requires
 from server.pagination import Page, decode_page_token, encode_page_token
 from server.problems import ProblemError
@@ -85,29 +86,32 @@ async def list_report_summaries(
     "/v1/reports/{report_id:uuid}",
     guards=[requires(*_CASE_TEAM)],
     tags=["reports"],
-    summary="One report with its sensitive fields (the read is audited)",
+    summary="One report, as the caller's role may see it (reads of sensitive fields are audited)",
 )
 async def get_report(
     principal: Caller, db: Db, state: State, report_id: FromPath[uuid.UUID]
 ) -> dict[str, Any]:
+    sees_sensitive = FieldClass.SENSITIVE in ROLE_CLASSES[principal.role]
     async with db.transaction():
         found = await ReportStore(db, resources_of(state).keyring).get(principal.org_id, report_id)
-        await record(
-            db,
-            AuditEntry(
-                org_id=principal.org_id,
-                actor_kind=ActorKind.STAFF,
-                actor_id=str(principal.user_id),
-                action="report.read_sensitive",
-                object_kind="report",
-                object_id=str(report_id),
-            ),
-        )
+        if sees_sensitive:
+            await record(
+                db,
+                AuditEntry(
+                    org_id=principal.org_id,
+                    actor_kind=ActorKind.STAFF,
+                    actor_id=str(principal.user_id),
+                    action="report.read_sensitive",
+                    object_kind="report",
+                    object_id=str(report_id),
+                ),
+            )
         attachments = [
             msgspec.convert(dict(r), AttachmentView)
             for r in await db.fetch(Q.report_attachment_list, principal.org_id, report_id)
         ]
-    return {**msgspec.to_builtins(found), "attachments": msgspec.to_builtins(attachments)}
+    view = {**msgspec.to_builtins(found), "attachments": msgspec.to_builtins(attachments)}
+    return view_for(principal.role, view)
 
 
 @get(

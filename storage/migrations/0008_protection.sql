@@ -1,0 +1,2 @@
+-- Placeholder: this migration's content is being written.
+SELECT 1;
