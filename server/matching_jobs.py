@@ -1,12 +1,35 @@
-"""Background matching of new reports: incident dedup, entity resolution, person dedup."""
+"""Background matching of new reports: incident dedup, entity resolution, person dedup.
+
+Reports are matched by the worker role, never in the push request: a push stays fast, and a
+matching failure is retried by the job queue without touching what the device sent.
+"""
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING
 
-__all__ = ["HANDLERS"]
+from storage.db import Conn
+from storage.jobs import ClaimedJob
+from storage.matching import MatchingCache, match_report
 
 if TYPE_CHECKING:
-    from server.worker import JobHandler
+    from server.worker import JobHandler, WorkerContext
 
-HANDLERS: dict[str, JobHandler] = {}
+__all__ = ["HANDLERS", "MATCH_REPORT"]
+
+MATCH_REPORT = "reports.match"
+# One per worker process: the indexes are refreshed from the database before every match, so
+# several workers stay consistent; a process only pays the first full load once.
+_CACHE = MatchingCache()
+
+
+async def _match(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
+    assert job.org_id is not None
+    resources = context.resources
+    await match_report(
+        conn, resources.keyring, _CACHE, job.org_id, uuid.UUID(job.payload["report_id"])
+    )
+
+
+HANDLERS: dict[str, JobHandler] = {MATCH_REPORT: _match}

@@ -17,6 +17,7 @@ import msgspec
 from storage.db import Conn
 from storage.devices import DeviceAuth
 from storage.feed import publish_report_state, publish_report_tombstone
+from storage.jobs import JobQueue
 from storage.keyring import Keyring
 from storage.queries import Q
 from storage.reports import ReportStore
@@ -158,6 +159,16 @@ async def _apply_in_savepoint(
         return _rejected(step, ReasonCode.INVALID, f"refused by the database: {exc}")
 
 
+async def _queue_matching(conn: Conn, device: DeviceAuth, report_id: uuid.UUID) -> None:
+    # Same transaction as the report: a committed report always has its matching job.
+    await JobQueue(conn).enqueue(
+        "reports.match",
+        {"report_id": str(report_id)},
+        org_id=device.org_id,
+        dedupe_key=str(report_id),
+    )
+
+
 def _mutation_id(mutation: object) -> uuid.UUID:
     if isinstance(mutation, InvalidMutation):
         return mutation.envelope.mutation_id
@@ -217,6 +228,7 @@ async def _apply_step(
             await publish_report_state(
                 conn, device.org_id, device.monitor_id, report.id, report.attachments
             )
+            await _queue_matching(conn, device, report.id)
         return outcome.result
     if isinstance(mutation, AmendReport):
         current = await reports.lock(device.org_id, mutation.report_id)

@@ -21,7 +21,7 @@ from storage.queries import Q
 from sync.apply import StoredReport
 from sync.merge import FieldConflict
 
-__all__ = ["ReportStore", "SealedParts", "split_sensitive"]
+__all__ = ["ReportStore", "SealedParts", "sealed_context", "split_sensitive"]
 
 
 class SealedParts(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -57,7 +57,8 @@ def _join(clear: Report, parts: SealedParts | None) -> Report:
 _ENCODER = msgspec.json.Encoder()
 
 
-def _context(report_id: uuid.UUID) -> bytes:
+def sealed_context(report_id: uuid.UUID) -> bytes:
+    """Where a report's sealed parts live; the ciphertext decrypts only with this context."""
     return f"reports.sealed:{report_id}".encode()
 
 
@@ -72,7 +73,9 @@ class ReportStore:
         clear, parts = split_sensitive(report)
         if parts is None:
             return clear, None
-        sealed = await self._keyring.encrypt_struct(self._conn, org_id, parts, _context(report.id))
+        sealed = await self._keyring.encrypt_struct(
+            self._conn, org_id, parts, sealed_context(report.id)
+        )
         return clear, sealed
 
     async def _unseal(
@@ -81,7 +84,7 @@ class ReportStore:
         if sealed is None:
             return clear
         parts = await self._keyring.decrypt_struct(
-            self._conn, org_id, sealed, _context(report_id), SealedParts
+            self._conn, org_id, sealed, sealed_context(report_id), SealedParts
         )
         return _join(clear, parts)
 

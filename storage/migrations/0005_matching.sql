@@ -72,3 +72,13 @@ CREATE TABLE match_decisions (
 );
 CREATE INDEX match_decisions_queue_idx ON match_decisions (org_id, job, decided_at)
     WHERE status = 'pending_review';
+
+-- Fitted models per organisation and job (EM on the org's own pairs, or refitted from the case
+-- team's decisions); without one the engine's starting model is used.
+CREATE TABLE match_models (
+    org_id     uuid NOT NULL REFERENCES orgs (id),
+    job        text NOT NULL CHECK (job IN ('incident', 'entity', 'person')),
+    model      jsonb NOT NULL,
+    fitted_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, job)
+);

@@ -1,0 +1,266 @@
+"""Matching for the case team: review queues with explanations, accept, reject, undo (unmerge),
+and the incident, person and entity views that matching builds."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import get, post
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from cases.accounts import Role
+from server.auth import ANY_STAFF, Caller, requires
+from server.pagination import Page, decode_page_token, encode_page_token
+from server.problems import ProblemError
+from server.resources import Db
+from storage.audit import ActorKind, AuditEntry, record
+from storage.errors import NotFound
+from storage.matching import DecisionConflict, decide, undo_decision
+from storage.queries import Q
+
+__all__ = ["ROUTES"]
+
+_CASE_TEAM = (Role.ORG_ADMIN, Role.CASE_MANAGER)
+Job = Literal["incident", "entity", "person"]
+Status = Literal["pending_review", "auto_linked", "accepted", "rejected", "undone"]
+
+
+class Decision(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    job: str
+    subject_id: str
+    candidate_id: str
+    probability: float
+    total_weight: float
+    explanation: dict[str, Any]
+    suggestion: str
+    status: str
+    decided_by: str
+    decided_at: datetime
+    model_version: str
+
+
+class Member(msgspec.Struct, frozen=True):
+    report_id: uuid.UUID
+    linked_at: datetime
+    decision_id: uuid.UUID | None
+    occurred_at: datetime
+    received_at: datetime
+    categories: list[str] | None = None
+    role: str | None = None
+
+
+class Group(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    members: list[Member]
+
+
+class Cluster(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    members: list[str]
+
+
+def _decision(row: Any) -> Decision:
+    data = dict(row)
+    data["explanation"] = msgspec.json.decode(data["explanation"])
+    return msgspec.convert(data, Decision)
+
+
+async def _audit(db: Db, principal: Caller, action: str, decision_id: uuid.UUID) -> None:
+    await record(
+        db,
+        AuditEntry(
+            org_id=principal.org_id,
+            actor_kind=ActorKind.STAFF,
+            actor_id=str(principal.user_id),
+            action=action,
+            object_kind="match_decision",
+            object_id=str(decision_id),
+        ),
+    )
+
+
+@get(
+    "/v1/matching/decisions",
+    guards=[requires(*_CASE_TEAM)],
+    tags=["matching"],
+    summary="Matching decisions; status=pending_review is the review queue",
+)
+async def list_decisions(
+    principal: Caller,
+    db: Db,
+    job: FromQuery[Job | None] = None,
+    status: FromQuery[Status | None] = "pending_review",
+    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    page_token: Annotated[str | None, QueryParameter(max_length=200)] = None,
+) -> Page[Decision]:
+    after = decode_page_token(page_token, tuple[datetime, uuid.UUID]) if page_token else None
+    start = after or (datetime(1970, 1, 1).astimezone(), uuid.UUID(int=0))
+    rows = await db.fetch(Q.list_decisions, principal.org_id, job, status, *start, limit + 1)
+    items = [_decision(r) for r in rows]
+    more = len(items) > limit
+    items = items[:limit]
+    token = encode_page_token((items[-1].decided_at, items[-1].id)) if more else None
+    return Page(items=items, next_page_token=token)
+
+
+@get(
+    "/v1/matching/decisions/{decision_id:uuid}",
+    guards=[requires(*_CASE_TEAM)],
+    tags=["matching"],
+    summary="One decision with its field-by-field explanation",
+)
+async def get_decision(principal: Caller, db: Db, decision_id: FromPath[uuid.UUID]) -> Decision:
+    return await _load(db, principal.org_id, decision_id)
+
+
+async def _load(db: Db, org_id: uuid.UUID, decision_id: uuid.UUID) -> Decision:
+    row = await db.fetchrow(Q.get_decision, org_id, decision_id)
+    if row is None:
+        raise NotFound("decision", decision_id)
+    return _decision(row)
+
+
+async def _decide(principal: Caller, db: Db, decision_id: uuid.UUID, accept: bool) -> Decision:
+    try:
+        async with db.transaction():
+            await decide(
+                db, principal.org_id, decision_id, accept=accept, user_id=principal.user_id
+            )
+            await _audit(db, principal, "match.accept" if accept else "match.reject", decision_id)
+    except DecisionConflict as exc:
+        raise ProblemError(
+            409, "decision-state", "The decision cannot change now", str(exc)
+        ) from None
+    return await _load(db, principal.org_id, decision_id)
+
+
+@post(
+    "/v1/matching/decisions/{decision_id:uuid}/accept",
+    guards=[requires(*_CASE_TEAM)],
+    status_code=200,
+    tags=["matching"],
+    summary="Accept a suggested match: the link is made and kept as a label",
+)
+async def accept_decision(principal: Caller, db: Db, decision_id: FromPath[uuid.UUID]) -> Decision:
+    return await _decide(principal, db, decision_id, True)
+
+
+@post(
+    "/v1/matching/decisions/{decision_id:uuid}/reject",
+    guards=[requires(*_CASE_TEAM)],
+    status_code=200,
+    tags=["matching"],
+    summary="Reject a suggested match (kept as a label)",
+)
+async def reject_decision(principal: Caller, db: Db, decision_id: FromPath[uuid.UUID]) -> Decision:
+    return await _decide(principal, db, decision_id, False)
+
+
+@post(
+    "/v1/matching/decisions/{decision_id:uuid}/undo",
+    guards=[requires(*_CASE_TEAM)],
+    status_code=200,
+    tags=["matching"],
+    summary="Unmerge: undo a link and restore exactly what it replaced",
+)
+async def undo(principal: Caller, db: Db, decision_id: FromPath[uuid.UUID]) -> Decision:
+    try:
+        async with db.transaction():
+            await undo_decision(db, principal.org_id, decision_id, user_id=principal.user_id)
+            await _audit(db, principal, "match.undo", decision_id)
+    except DecisionConflict as exc:
+        raise ProblemError(
+            409, "decision-state", "The decision cannot change now", str(exc)
+        ) from None
+    return await _load(db, principal.org_id, decision_id)
+
+
+@get(
+    "/v1/incidents/{incident_id:uuid}",
+    guards=[requires(*ANY_STAFF)],
+    tags=["matching"],
+    summary="An incident and its member reports",
+)
+async def get_incident(principal: Caller, db: Db, incident_id: FromPath[uuid.UUID]) -> Group:
+    if not await db.fetchval(Q.incident_exists, principal.org_id, incident_id):
+        raise NotFound("incident", incident_id)
+    rows = await db.fetch(Q.incident_members_list, principal.org_id, incident_id)
+    return Group(id=incident_id, members=[msgspec.convert(dict(r), Member) for r in rows])
+
+
+@get(
+    "/v1/persons/{person_id:uuid}",
+    guards=[requires(Role.CASE_MANAGER)],
+    tags=["matching"],
+    summary="The reports that name one worker (the read is audited)",
+)
+async def get_person(principal: Caller, db: Db, person_id: FromPath[uuid.UUID]) -> Group:
+    if not await db.fetchval(Q.person_exists, principal.org_id, person_id):
+        raise NotFound("person", person_id)
+    rows = await db.fetch(Q.person_reports_list, principal.org_id, person_id)
+    await record(
+        db,
+        AuditEntry(
+            org_id=principal.org_id,
+            actor_kind=ActorKind.STAFF,
+            actor_id=str(principal.user_id),
+            action="person.read",
+            object_kind="person",
+            object_id=str(person_id),
+        ),
+    )
+    return Group(id=person_id, members=[msgspec.convert(dict(r), Member) for r in rows])
+
+
+@get(
+    "/v1/registry/entities/{entity_id:uuid}/reports",
+    guards=[requires(*ANY_STAFF)],
+    tags=["matching"],
+    summary="Reports linked to a registry entity",
+)
+async def entity_reports(principal: Caller, db: Db, entity_id: FromPath[uuid.UUID]) -> Group:
+    if not await db.fetchval(Q.parent_exists, principal.org_id, entity_id):
+        raise NotFound("entity", entity_id)
+    rows = await db.fetch(Q.entity_reports_list, principal.org_id, entity_id)
+    return Group(id=entity_id, members=[msgspec.convert(dict(r), Member) for r in rows])
+
+
+@get(
+    "/v1/matching/clusters",
+    guards=[requires(*_CASE_TEAM)],
+    tags=["matching"],
+    summary="Current incident, person or entity clusters (for audits and evaluation)",
+)
+async def clusters(
+    principal: Caller,
+    db: Db,
+    job: FromQuery[Job],
+    min_size: Annotated[int, QueryParameter(ge=1, le=1000)] = 2,
+    limit: Annotated[int, QueryParameter(ge=1, le=5000)] = 1000,
+) -> list[Cluster]:
+    if job == "person" and principal.role is not Role.CASE_MANAGER:
+        raise ProblemError(403, "forbidden", "Not allowed for your role", "persons are sensitive")
+    query = {
+        "incident": Q.incident_clusters,
+        "person": Q.person_clusters,
+        "entity": Q.entity_clusters,
+    }[job]
+    rows = await db.fetch(query, principal.org_id, min_size, limit)
+    return [Cluster(id=r[0], members=[str(m) for m in r[1]]) for r in rows]
+
+
+ROUTES: list[Any] = [
+    list_decisions,
+    get_decision,
+    accept_decision,
+    reject_decision,
+    undo,
+    get_incident,
+    get_person,
+    entity_reports,
+    clusters,
+]

@@ -1,0 +1,460 @@
+"""Matching reports as they arrive: incidents, registry entities and persons, with decisions kept.
+
+Each organisation's records are held in an in-process index per job, refreshed from the database
+by a watermark, so matching one new report costs a candidate lookup, not a scan. Every link is a
+stored decision with its explanation and the state it replaced; undoing a decision puts that
+state back exactly, and human decisions are labels for refitting the model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+
+from cases.matching.blocking import CandidateIndex
+from cases.matching.engine import Matcher, ScoredCandidate
+from cases.matching.jobs import entity_job, incident_job, person_job
+from cases.matching.model import MatchModel
+from cases.matching.records import EntityRecord, IncidentRecord, PersonRecord
+from cases.reports import PartyReference, Report
+from storage.db import Conn
+from storage.errors import NotFound, StorageError
+from storage.keyring import Keyring
+from storage.queries import Q
+from storage.reports import SealedParts, sealed_context
+
+__all__ = [
+    "DecisionConflict",
+    "MatchingCache",
+    "decide",
+    "match_report",
+    "undo_decision",
+]
+
+Job = Literal["incident", "entity", "person"]
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NIL = uuid.UUID(int=0)
+_ENCODER = msgspec.json.Encoder()
+_ENTITY_KINDS = {"employer": "employer", "recruitment_agency": "agency", "sub_agent": "sub_agent"}
+
+
+class DecisionConflict(StorageError):
+    """The decision is not in a state that allows this (e.g. undoing a rejected suggestion)."""
+
+
+@dataclass
+class _Corpus:
+    matcher: Matcher[Any, Any]
+    index: CandidateIndex[Any]
+    features: dict[str, Any] = field(default_factory=dict)
+    watermark: tuple[dt.datetime, uuid.UUID] = (_EPOCH, _NIL)
+    stamp: Any = None
+
+
+class MatchingCache:
+    """Per-process indexes, one per (organisation, job)."""
+
+    def __init__(self) -> None:
+        self._corpora: dict[tuple[uuid.UUID, Job], _Corpus] = {}
+
+    async def corpus(self, conn: Conn, org_id: uuid.UUID, job: Job) -> _Corpus:
+        key = (org_id, job)
+        corpus = self._corpora.get(key)
+        if corpus is None:
+            matcher = await _matcher(conn, org_id, job)
+            corpus = _Corpus(matcher, matcher.new_index())
+            self._corpora[key] = corpus
+        return corpus
+
+    def forget(self, org_id: uuid.UUID) -> None:
+        for key in [k for k in self._corpora if k[0] == org_id]:
+            del self._corpora[key]
+
+
+async def _matcher(conn: Conn, org_id: uuid.UUID, job: Job) -> Matcher[Any, Any]:
+    spec: Any
+    if job == "incident":
+        spec = incident_job()
+    elif job == "entity":
+        spec = entity_job()
+    else:
+        spec = person_job()
+    stored = await conn.fetchval(Q.get_match_model, org_id, job)
+    model = msgspec.json.decode(stored, type=MatchModel) if stored else None
+    return Matcher(spec, model)
+
+
+def _add(corpus: _Corpus, record: Any) -> None:
+    features = corpus.matcher.job.prepare(record)
+    if record.id in corpus.features:
+        return
+    corpus.index.add(features)
+    corpus.features[record.id] = features
+
+
+def incident_record(row: Any, report: Report | None = None) -> IncidentRecord:
+    employer = report.employer if report else _party(row["employer"])
+    narrative = report.narrative if report else (row["narrative"] or "")
+    return IncidentRecord(
+        id=str(row["id"]),
+        occurred_at=report.occurred_at if report else row["occurred_at"],
+        lat=report.location.lat if report else row["latitude"],
+        lon=report.location.lon if report else row["longitude"],
+        categories=tuple(report.categories if report else row["categories"]),
+        employer_ids=(str(employer.entity_id),) if employer and employer.entity_id else (),
+        employer_names=(employer.name,) if employer and employer.name else (),
+        narrative_tokens=tuple(narrative.lower().split()[:300]),
+        monitor_id=str(row["monitor_id"]),
+    )
+
+
+def _party(raw: Any) -> PartyReference | None:
+    if raw is None:
+        return None
+    return msgspec.json.decode(raw, type=PartyReference) if isinstance(raw, str) else None
+
+
+def person_record(
+    report_id: uuid.UUID, parts: SealedParts, country: str | None
+) -> PersonRecord | None:
+    worker = parts.worker
+    if worker is None or not (worker.name or worker.passport_number or worker.national_id_number):
+        return None
+    return PersonRecord(
+        id=str(report_id),
+        name=worker.name or "",
+        dob=worker.date_of_birth,
+        id_numbers=tuple(n for n in (worker.passport_number, worker.national_id_number) if n),
+        phones=(worker.phone,) if worker.phone else (),
+        home_district=worker.home_district,
+        country=country,
+    )
+
+
+def mention_record(
+    report_id: uuid.UUID, role: str, party: PartyReference, country: str | None
+) -> EntityRecord | None:
+    if not (party.name or party.phone or party.licence_number):
+        return None
+    return EntityRecord(
+        id=f"{report_id}:{role}",
+        kind="mention",
+        legal_name=party.name or "",
+        licence_numbers=(party.licence_number,) if party.licence_number else (),
+        phones=(party.phone,) if party.phone else (),
+        country=country,
+        address=party.address,
+    )
+
+
+async def _refresh_incidents(conn: Conn, org_id: uuid.UUID, corpus: _Corpus) -> None:
+    rows = await conn.fetch(Q.incident_corpus, org_id, *corpus.watermark)
+    for row in rows:
+        _add(corpus, incident_record(row))
+        corpus.watermark = (row["received_at"], row["id"])
+
+
+async def _refresh_persons(
+    conn: Conn, keyring: Keyring, org_id: uuid.UUID, corpus: _Corpus
+) -> None:
+    rows = await conn.fetch(Q.person_corpus, org_id, *corpus.watermark)
+    for row in rows:
+        parts = await keyring.decrypt_struct(
+            conn, org_id, row["sealed"], sealed_context(row["id"]), SealedParts
+        )
+        record = person_record(row["id"], parts, None)
+        if record is not None:
+            _add(corpus, record)
+        corpus.watermark = (row["received_at"], row["id"])
+
+
+async def _refresh_entities(conn: Conn, org_id: uuid.UUID, corpus: _Corpus) -> None:
+    stamp = tuple(await conn.fetchrow(Q.entity_corpus_stamp, org_id) or ())
+    if stamp == corpus.stamp:
+        return
+    corpus.index = corpus.matcher.new_index()
+    corpus.features = {}
+    for row in await conn.fetch(Q.entity_corpus, org_id):
+        _add(
+            corpus,
+            EntityRecord(
+                id=str(row["id"]),
+                kind=_ENTITY_KINDS.get(row["kind"], "employer"),  # type: ignore[arg-type]
+                legal_name=row["legal_name"],
+                aliases=tuple(row["aliases"]),
+                licence_numbers=tuple(row["licences"]),
+                registration=row["registration_number"],
+                phones=tuple(row["phones"]),
+                country=row["country"],
+                address=row["address"],
+            ),
+        )
+    corpus.stamp = stamp
+
+
+async def _record_decision(
+    conn: Conn,
+    org_id: uuid.UUID,
+    job: Job,
+    subject: str,
+    corpus: _Corpus,
+    subject_features: Any,
+    candidate: ScoredCandidate,
+    status: str,
+    previous: dict[str, Any] | None,
+) -> uuid.UUID | None:
+    explanation = corpus.matcher.explain_features(
+        subject_features, corpus.features[candidate.id], corpus.index.frequencies
+    )
+    decision_id: uuid.UUID | None = await conn.fetchval(
+        Q.insert_decision,
+        org_id,
+        job,
+        subject,
+        candidate.id,
+        candidate.probability,
+        candidate.total_weight,
+        _ENCODER.encode(explanation).decode(),
+        candidate.decision,
+        status,
+        "matcher",
+        _ENCODER.encode(previous).decode() if previous is not None else None,
+        corpus.matcher.model.method,
+    )
+    return decision_id
+
+
+async def match_report(
+    conn: Conn, keyring: Keyring, cache: MatchingCache, org_id: uuid.UUID, report_id: uuid.UUID
+) -> None:
+    """Match one report for all three jobs. Running it again for the same report changes nothing."""
+    row = await conn.fetchrow(Q.report_for_matching, org_id, report_id)
+    if row is None or row["deleted_at"] is not None:
+        return
+    report = msgspec.json.decode(row["content"], type=Report)
+    await _match_incident(conn, cache, org_id, row, report)
+    await _match_entities(conn, cache, org_id, report)
+    if row["sealed"] is not None:
+        parts = await keyring.decrypt_struct(
+            conn, org_id, row["sealed"], sealed_context(report_id), SealedParts
+        )
+        await _match_person(conn, keyring, cache, org_id, report, parts)
+
+
+async def _match_incident(
+    conn: Conn, cache: MatchingCache, org_id: uuid.UUID, row: Any, report: Report
+) -> None:
+    if await conn.fetchval(Q.incident_of_report, report.id) is not None:
+        return
+    corpus = await cache.corpus(conn, org_id, "incident")
+    await _refresh_incidents(conn, org_id, corpus)
+    record = incident_record(row, report)
+    features = corpus.matcher.job.prepare(record)
+    # Its own incident first, so that undoing a later link can put it back exactly here.
+    own = await conn.fetchval(Q.insert_incident, org_id)
+    await conn.execute(Q.set_incident_member, report.id, org_id, own, None)
+    for candidate in corpus.matcher.match_one(record, corpus.index, limit=3):
+        if candidate.decision == "no_link":
+            continue
+        if candidate.decision == "link":
+            target = await _incident_for(conn, org_id, uuid.UUID(candidate.id))
+            decision = await _record_decision(
+                conn, org_id, "incident", str(report.id), corpus, features, candidate,
+                "auto_linked", {"incident_id": str(own)},
+            )  # fmt: skip
+            await conn.execute(Q.set_incident_member, report.id, org_id, target, decision)
+            break
+        await _record_decision(
+            conn, org_id, "incident", str(report.id), corpus, features, candidate,
+            "pending_review", None,
+        )  # fmt: skip
+    _add(corpus, record)
+
+
+async def _incident_for(conn: Conn, org_id: uuid.UUID, report_id: uuid.UUID) -> uuid.UUID:
+    found: uuid.UUID | None = await conn.fetchval(Q.incident_of_report, report_id)
+    if found is not None:
+        return found
+    created: uuid.UUID = await conn.fetchval(Q.insert_incident, org_id)
+    await conn.execute(Q.set_incident_member, report_id, org_id, created, None)
+    return created
+
+
+async def _match_entities(
+    conn: Conn, cache: MatchingCache, org_id: uuid.UUID, report: Report
+) -> None:
+    for role, party, country in (
+        ("employer", report.employer, report.destination_country),
+        ("recruiter", report.recruiter, report.origin_country),
+    ):
+        if party is None or await conn.fetchval(Q.entity_link_of, report.id, role) is not None:
+            continue
+        if party.entity_id is not None:
+            # Picked from the synced registry on the phone: the monitor's choice is the link.
+            if await conn.fetchval(Q.parent_exists, org_id, party.entity_id):
+                await conn.execute(
+                    Q.set_entity_link, report.id, role, org_id, party.entity_id, None
+                )
+            continue
+        record = mention_record(report.id, role, party, country)
+        if record is None:
+            continue
+        corpus = await cache.corpus(conn, org_id, "entity")
+        await _refresh_entities(conn, org_id, corpus)
+        features = corpus.matcher.job.prepare(record)
+        for candidate in corpus.matcher.match_one(record, corpus.index, limit=3):
+            if candidate.decision == "no_link":
+                continue
+            if candidate.decision == "link":
+                decision = await _record_decision(
+                    conn, org_id, "entity", record.id, corpus, features, candidate,
+                    "auto_linked", {"entity_id": None},
+                )  # fmt: skip
+                await conn.execute(
+                    Q.set_entity_link, report.id, role, org_id, uuid.UUID(candidate.id), decision
+                )
+                break
+            await _record_decision(
+                conn, org_id, "entity", record.id, corpus, features, candidate,
+                "pending_review", None,
+            )  # fmt: skip
+
+
+async def _match_person(
+    conn: Conn,
+    keyring: Keyring,
+    cache: MatchingCache,
+    org_id: uuid.UUID,
+    report: Report,
+    parts: SealedParts,
+) -> None:
+    record = person_record(report.id, parts, report.origin_country)
+    if record is None or await conn.fetchval(Q.person_of_report, report.id) is not None:
+        return
+    corpus = await cache.corpus(conn, org_id, "person")
+    await _refresh_persons(conn, keyring, org_id, corpus)
+    features = corpus.matcher.job.prepare(record)
+    own = await conn.fetchval(Q.insert_person, org_id)
+    await conn.execute(Q.set_person_member, report.id, org_id, own, None)
+    for candidate in corpus.matcher.match_one(record, corpus.index, limit=3):
+        if candidate.decision == "no_link":
+            continue
+        if candidate.decision == "link":
+            target = await conn.fetchval(Q.person_of_report, uuid.UUID(candidate.id))
+            if target is None:
+                target = await conn.fetchval(Q.insert_person, org_id)
+                await conn.execute(
+                    Q.set_person_member, uuid.UUID(candidate.id), org_id, target, None
+                )
+            decision = await _record_decision(
+                conn, org_id, "person", str(report.id), corpus, features, candidate,
+                "auto_linked", {"person_id": str(own)},
+            )  # fmt: skip
+            await conn.execute(Q.set_person_member, report.id, org_id, target, decision)
+            break
+        await _record_decision(
+            conn, org_id, "person", str(report.id), corpus, features, candidate,
+            "pending_review", None,
+        )  # fmt: skip
+    _add(corpus, record)
+
+
+async def _apply_link(
+    conn: Conn, org_id: uuid.UUID, job: str, subject: str, candidate: str, decision_id: uuid.UUID
+) -> dict[str, Any]:
+    """Make the link a decision proposes; returns what it replaced."""
+    if job == "incident":
+        report = uuid.UUID(subject)
+        before = await _incident_for(conn, org_id, report)
+        target = await _incident_for(conn, org_id, uuid.UUID(candidate))
+        await conn.execute(Q.set_incident_member, report, org_id, target, decision_id)
+        return {"incident_id": str(before)}
+    if job == "person":
+        report = uuid.UUID(subject)
+        before = await conn.fetchval(Q.person_of_report, report)
+        if before is None:
+            before = await conn.fetchval(Q.insert_person, org_id)
+            await conn.execute(Q.set_person_member, report, org_id, before, None)
+        target = await conn.fetchval(Q.person_of_report, uuid.UUID(candidate))
+        if target is None:
+            target = await conn.fetchval(Q.insert_person, org_id)
+            await conn.execute(Q.set_person_member, uuid.UUID(candidate), org_id, target, None)
+        await conn.execute(Q.set_person_member, report, org_id, target, decision_id)
+        return {"person_id": str(before)}
+    report_id, role = subject.split(":")
+    before_entity = await conn.fetchval(Q.entity_link_of, uuid.UUID(report_id), role)
+    await conn.execute(
+        Q.set_entity_link, uuid.UUID(report_id), role, org_id, uuid.UUID(candidate), decision_id
+    )
+    return {"entity_id": str(before_entity) if before_entity else None}
+
+
+async def _restore(
+    conn: Conn, org_id: uuid.UUID, job: str, subject: str, previous: dict[str, Any]
+) -> None:
+    if job == "incident":
+        await conn.execute(
+            Q.set_incident_member,
+            uuid.UUID(subject),
+            org_id,
+            uuid.UUID(previous["incident_id"]),
+            None,
+        )
+    elif job == "person":
+        await conn.execute(
+            Q.set_person_member, uuid.UUID(subject), org_id, uuid.UUID(previous["person_id"]), None
+        )
+    else:
+        report_id, role = subject.split(":")
+        if previous.get("entity_id"):
+            await conn.execute(
+                Q.set_entity_link, uuid.UUID(report_id), role, org_id,
+                uuid.UUID(previous["entity_id"]), None,
+            )  # fmt: skip
+        else:
+            await conn.execute(Q.delete_entity_link, uuid.UUID(report_id), role)
+
+
+async def decide(
+    conn: Conn, org_id: uuid.UUID, decision_id: uuid.UUID, *, accept: bool, user_id: uuid.UUID
+) -> str:
+    """A case manager accepts (links) or rejects a suggestion in the review queue."""
+    async with conn.transaction():
+        row = await conn.fetchrow(Q.lock_decision, org_id, decision_id)
+        if row is None:
+            raise NotFound("decision", decision_id)
+        if row["status"] != "pending_review":
+            raise DecisionConflict(f"the decision is {row['status']}, not awaiting review")
+        previous = None
+        if accept:
+            previous = await _apply_link(
+                conn, org_id, row["job"], row["subject_id"], row["candidate_id"], decision_id
+            )
+        status = "accepted" if accept else "rejected"
+        await conn.execute(
+            Q.set_decision_status, org_id, decision_id, status, f"staff:{user_id}",
+            _ENCODER.encode(previous).decode() if previous else None,
+        )  # fmt: skip
+    return status
+
+
+async def undo_decision(
+    conn: Conn, org_id: uuid.UUID, decision_id: uuid.UUID, *, user_id: uuid.UUID
+) -> None:
+    """Unmerge: put back exactly what the link replaced; kept as a "not a match" label."""
+    async with conn.transaction():
+        row = await conn.fetchrow(Q.lock_decision, org_id, decision_id)
+        if row is None:
+            raise NotFound("decision", decision_id)
+        if row["status"] not in ("auto_linked", "accepted") or row["previous"] is None:
+            raise DecisionConflict(f"the decision is {row['status']}; only links can be undone")
+        await _restore(
+            conn, org_id, row["job"], row["subject_id"], msgspec.json.decode(row["previous"])
+        )
+        await conn.execute(
+            Q.set_decision_status, org_id, decision_id, "undone", f"staff:{user_id}", None
+        )

@@ -1,0 +1,138 @@
+-- name: incident_corpus
+SELECT id, occurred_at, latitude, longitude, categories, monitor_id::text AS monitor_id,
+       content->'employer' AS employer, content->>'narrative' AS narrative, received_at
+FROM reports
+WHERE org_id = $1 AND deleted_at IS NULL AND (received_at, id) > ($2, $3)
+ORDER BY received_at, id;
+
+-- name: person_corpus
+SELECT id, sealed, received_at FROM reports
+WHERE org_id = $1 AND deleted_at IS NULL AND sealed IS NOT NULL AND (received_at, id) > ($2, $3)
+ORDER BY received_at, id;
+
+-- name: entity_corpus
+SELECT e.id, e.kind, e.legal_name, e.aliases, e.registration_number, e.phones, e.country,
+       e.address, coalesce(array_agg(l.number) FILTER (WHERE l.number IS NOT NULL), '{}') AS licences
+FROM entities e LEFT JOIN entity_licences l ON l.entity_id = e.id
+WHERE (e.org_id = $1 OR e.org_id IS NULL) AND e.deleted_at IS NULL
+GROUP BY e.id;
+
+-- name: entity_corpus_stamp
+SELECT count(*) AS n, max(updated_at) AS latest FROM entities
+WHERE (org_id = $1 OR org_id IS NULL);
+
+-- name: report_for_matching
+SELECT id, org_id, monitor_id, content::text AS content, sealed, deleted_at
+FROM reports WHERE org_id = $1 AND id = $2;
+
+-- name: incident_of_report
+SELECT incident_id FROM incident_members WHERE report_id = $1;
+
+-- name: person_of_report
+SELECT person_id FROM person_members WHERE report_id = $1;
+
+-- name: insert_incident
+INSERT INTO incidents (org_id) VALUES ($1) RETURNING id;
+
+-- name: insert_person
+INSERT INTO persons (org_id) VALUES ($1) RETURNING id;
+
+-- name: set_incident_member
+INSERT INTO incident_members (report_id, org_id, incident_id, decision_id)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (report_id) DO UPDATE
+SET incident_id = excluded.incident_id, decision_id = excluded.decision_id, linked_at = now();
+
+-- name: set_person_member
+INSERT INTO person_members (report_id, org_id, person_id, decision_id)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (report_id) DO UPDATE
+SET person_id = excluded.person_id, decision_id = excluded.decision_id, linked_at = now();
+
+-- name: entity_link_of
+SELECT entity_id FROM entity_links WHERE report_id = $1 AND role = $2;
+
+-- name: set_entity_link
+INSERT INTO entity_links (report_id, role, org_id, entity_id, decision_id)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (report_id, role) DO UPDATE
+SET entity_id = excluded.entity_id, decision_id = excluded.decision_id, linked_at = now();
+
+-- name: delete_entity_link
+DELETE FROM entity_links WHERE report_id = $1 AND role = $2;
+
+-- name: insert_decision
+INSERT INTO match_decisions (org_id, job, subject_id, candidate_id, probability, total_weight,
+                             explanation, suggestion, status, decided_by, previous, model_version)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11::jsonb, $12)
+ON CONFLICT (org_id, job, subject_id, candidate_id) DO NOTHING
+RETURNING id;
+
+-- name: lock_decision
+SELECT id, job, subject_id, candidate_id, status, previous::text AS previous
+FROM match_decisions WHERE org_id = $1 AND id = $2 FOR UPDATE;
+
+-- name: set_decision_status
+UPDATE match_decisions SET status = $3, decided_by = $4, decided_at = now(),
+    previous = coalesce($5::jsonb, previous)
+WHERE org_id = $1 AND id = $2;
+
+-- name: list_decisions
+SELECT id, job, subject_id, candidate_id, probability, total_weight, explanation::text AS explanation,
+       suggestion, status, decided_by, decided_at, model_version
+FROM match_decisions
+WHERE org_id = $1 AND ($2::text IS NULL OR job = $2) AND ($3::text IS NULL OR status = $3)
+  AND (decided_at, id) > ($4, $5)
+ORDER BY decided_at, id LIMIT $6;
+
+-- name: get_decision
+SELECT id, job, subject_id, candidate_id, probability, total_weight, explanation::text AS explanation,
+       suggestion, status, decided_by, decided_at, model_version
+FROM match_decisions WHERE org_id = $1 AND id = $2;
+
+-- name: incident_members_list
+SELECT m.report_id, m.linked_at, m.decision_id, r.occurred_at, r.categories, r.received_at
+FROM incident_members m JOIN reports r ON r.id = m.report_id
+WHERE m.org_id = $1 AND m.incident_id = $2 ORDER BY r.received_at;
+
+-- name: person_reports_list
+SELECT m.report_id, m.linked_at, m.decision_id, r.occurred_at, r.received_at
+FROM person_members m JOIN reports r ON r.id = m.report_id
+WHERE m.org_id = $1 AND m.person_id = $2 ORDER BY r.received_at;
+
+-- name: entity_reports_list
+SELECT l.report_id, l.role, l.linked_at, l.decision_id, r.occurred_at, r.received_at
+FROM entity_links l JOIN reports r ON r.id = l.report_id
+WHERE l.org_id = $1 AND l.entity_id = $2 ORDER BY r.received_at;
+
+-- name: incident_exists
+SELECT 1 FROM incidents WHERE org_id = $1 AND id = $2;
+
+-- name: person_exists
+SELECT 1 FROM persons WHERE org_id = $1 AND id = $2;
+
+-- name: incident_clusters
+SELECT incident_id, array_agg(report_id ORDER BY report_id) AS members
+FROM incident_members WHERE org_id = $1 GROUP BY incident_id HAVING count(*) >= $2
+ORDER BY incident_id LIMIT $3;
+
+-- name: person_clusters
+SELECT person_id, array_agg(report_id ORDER BY report_id) AS members
+FROM person_members WHERE org_id = $1 GROUP BY person_id HAVING count(*) >= $2
+ORDER BY person_id LIMIT $3;
+
+-- name: entity_clusters
+SELECT entity_id, array_agg(report_id::text || ':' || role ORDER BY report_id) AS members
+FROM entity_links WHERE org_id = $1 GROUP BY entity_id HAVING count(*) >= $2
+ORDER BY entity_id LIMIT $3;
+
+-- name: match_labels
+SELECT job, subject_id, candidate_id, status FROM match_decisions
+WHERE org_id = $1 AND job = $2 AND status IN ('accepted', 'rejected', 'undone');
+
+-- name: get_match_model
+SELECT model::text AS model FROM match_models WHERE org_id = $1 AND job = $2;
+
+-- name: put_match_model
+INSERT INTO match_models (org_id, job, model) VALUES ($1, $2, $3::jsonb)
+ON CONFLICT (org_id, job) DO UPDATE SET model = excluded.model, fitted_at = now();

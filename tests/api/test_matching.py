@@ -1,0 +1,187 @@
+"""Matching through the job queue: incidents, entity links and persons; review, accept, undo."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from cases.accounts import Role
+from server.worker import WorkerContext, run_worker_once
+from tests.api.conftest import Actor, make_actor
+from tests.api.sync_support import Client, create, new_phone, push, report
+
+pytestmark = pytest.mark.db
+
+
+async def drain(client: Client, pool: asyncpg.Pool) -> int:
+    context = WorkerContext(resources=client.app.state.resources)
+    done = 0
+    while n := await run_worker_once(pool, batch=50, context=context):
+        done += n
+    return done
+
+
+def raid(**overrides: Any) -> dict[str, Any]:
+    """A report of the same raid on a dormitory, as a second monitor might write it."""
+    fields: dict[str, Any] = {
+        "occurred_at": "2026-11-20T21:30:00+00:00",
+        "location": {"lat": 25.2210, "lon": 51.4480, "accuracy_m": 15.0},
+        "categories": ["FL.DOC_RETENTION", "FL.RESTRICTED_MOVEMENT"],
+        "employer": {"name": "Gulf Star Contracting W.L.L.", "phone": "+974 4455 6677"},
+        "worker": None,
+    }
+    return report(**{**fields, **overrides})
+
+
+async def decisions(client: Client, staff: Actor, **params: str) -> list[dict[str, Any]]:
+    r = await client.get("/v1/matching/decisions", params=params, headers=staff.headers)
+    assert r.status_code == 200, r.text
+    items: list[dict[str, Any]] = r.json()["items"]
+    return items
+
+
+async def test_two_reports_of_one_raid_become_one_incident_and_can_be_split(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    first, second = await new_phone(client, staff), await new_phone(client, staff)
+    a = raid()
+    b = raid(
+        occurred_at="2026-11-20T22:10:00+00:00",
+        location={"lat": 25.2214, "lon": 51.4476, "accuracy_m": 40.0},
+        employer={"name": "GULF STAR CONTRACTING WLL"},
+        narrative="Guards took the passports of all workers in block C during the night raid.",
+    )
+    elsewhere = report(categories=["FL.WAGE_WITHHOLDING"], worker=None)
+    await push(client, first, [create(first, a), create(first, elsewhere)])
+    await push(client, second, [create(second, b)])
+    assert await drain(client, pool) == 3
+    linked = await decisions(client, staff, job="incident", status="auto_linked")
+    assert len(linked) == 1
+    decision = linked[0]
+    assert {decision["subject_id"], decision["candidate_id"]} == {a["id"], b["id"]}
+    fields = {f["field"] for f in decision["explanation"]["fields"]}
+    assert {"time", "place"} <= fields
+    total = sum(f["contribution"] for f in decision["explanation"]["fields"])
+    assert total == pytest.approx(decision["total_weight"])
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT report_id::text, incident_id FROM incident_members")
+    incident_of = {r["report_id"]: r["incident_id"] for r in rows}
+    assert incident_of[a["id"]] == incident_of[b["id"]]
+    assert incident_of[elsewhere["id"]] != incident_of[a["id"]]
+    view = await client.get(f"/v1/incidents/{incident_of[a['id']]}", headers=staff.headers)
+    assert sorted(m["report_id"] for m in view.json()["members"]) == sorted([a["id"], b["id"]])
+
+    # Matching again changes nothing (the jobs are idempotent).
+    async with pool.acquire() as conn:
+        for rid in (a["id"], b["id"]):
+            await conn.execute(
+                "INSERT INTO jobs (org_id, kind, payload) VALUES ($1, 'reports.match', $2::jsonb)",
+                staff.org_id, f'{{"report_id": "{rid}"}}',
+            )  # fmt: skip
+    await drain(client, pool)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM match_decisions") == 1
+        again = {r["report_id"]: r["incident_id"] for r in await conn.fetch(
+            "SELECT report_id::text, incident_id FROM incident_members")}  # fmt: skip
+    assert again == incident_of
+
+    # Unmerge puts the later report back in the incident it had before, exactly.
+    undone = await client.post(
+        f"/v1/matching/decisions/{decision['id']}/undo", headers=staff.headers
+    )
+    assert undone.status_code == 200
+    assert undone.json()["status"] == "undone"
+    async with pool.acquire() as conn:
+        after = {r["report_id"]: r["incident_id"] for r in await conn.fetch(
+            "SELECT report_id::text, incident_id FROM incident_members")}  # fmt: skip
+        previous = await conn.fetchval(
+            "SELECT previous->>'incident_id' FROM match_decisions WHERE id = $1",
+            uuid.UUID(decision["id"]),
+        )
+    subject = decision["subject_id"]
+    assert str(after[subject]) == previous
+    assert after[subject] != after[decision["candidate_id"]]
+    twice = await client.post(
+        f"/v1/matching/decisions/{decision['id']}/undo", headers=staff.headers
+    )
+    assert twice.status_code == 409
+
+
+async def test_free_text_employer_resolves_to_the_registry(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    agency = {
+        "kind": "recruitment_agency",
+        "legal_name": "ABC Man Power Pvt. Ltd.",
+        "country": "NP",
+        "phones": ["01-4412345"],
+        "licences": [{"number": "LIC-0042", "issuing_authority": "DoFE Nepal"}],
+    }
+    created = await client.post("/v1/registry/entities", json=agency, headers=staff.headers)
+    other = {**agency, "legal_name": "Everest Overseas Recruitment", "phones": [],
+             "licences": [{"number": "LIC-0077", "issuing_authority": "DoFE Nepal"}]}  # fmt: skip
+    await client.post("/v1/registry/entities", json=other, headers=staff.headers)
+    phone = await new_phone(client, staff)
+    body = report(
+        origin_country="NP",
+        recruiter={"name": "A.B.C. Manpower Private Limited", "licence_number": "lic 0042"},
+        worker=None,
+    )
+    await push(client, phone, [create(phone, body)])
+    await drain(client, pool)
+    entity_id = created.json()["id"]
+    linked = await client.get(f"/v1/registry/entities/{entity_id}/reports", headers=staff.headers)
+    assert [(m["report_id"], m["role"]) for m in linked.json()["members"]] == [
+        (body["id"], "recruiter")
+    ]
+
+
+async def test_the_same_worker_across_reports_is_one_person(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    worker = {
+        "name": "Ram Bahadur Thapa",
+        "date_of_birth": "1994-03-12",
+        "passport_number": "PA1234567",
+    }
+    again = {
+        "name": "Thapa Ram Bahadur",
+        "date_of_birth": "1994-03-12",
+        "passport_number": "PA 1234567",
+    }
+    stranger = {
+        "name": "Sita Kumari Rai",
+        "date_of_birth": "1990-07-01",
+        "passport_number": "PB7654321",
+    }
+    bodies = [report(worker=w) for w in (worker, again, stranger)]
+    await push(client, phone, [create(phone, b) for b in bodies])
+    await drain(client, pool)
+    async with pool.acquire() as conn:
+        person_of = {r["report_id"]: r["person_id"] for r in await conn.fetch(
+            "SELECT report_id::text, person_id FROM person_members")}  # fmt: skip
+    assert person_of[bodies[0]["id"]] == person_of[bodies[1]["id"]]
+    assert person_of[bodies[2]["id"]] != person_of[bodies[0]["id"]]
+    view = await client.get(f"/v1/persons/{person_of[bodies[0]['id']]}", headers=staff.headers)
+    assert sorted(m["report_id"] for m in view.json()["members"]) == sorted(
+        [bodies[0]["id"], bodies[1]["id"]]
+    )
+    analyst = await make_actor(client, pool, Role.ANALYST)
+    denied = await client.get(f"/v1/persons/{person_of[bodies[0]['id']]}", headers=analyst.headers)
+    assert denied.status_code == 403
+    other = await make_actor(client, pool, Role.CASE_MANAGER)
+    hidden = await client.get(f"/v1/persons/{person_of[bodies[0]['id']]}", headers=other.headers)
+    assert hidden.status_code == 404
+    clusters = await client.get(
+        "/v1/matching/clusters", params={"job": "person"}, headers=staff.headers
+    )
+    assert [sorted(c["members"]) for c in clusters.json()] == [
+        sorted([bodies[0]["id"], bodies[1]["id"]])
+    ]
