@@ -215,6 +215,8 @@ async def pull_changes(
     now = dt.datetime.now(dt.UTC)
     # One snapshot for the horizon and the rows: the cursor rule depends on it.
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        # A generic cached plan would sort every matching row on each page; plan per page.
+        await conn.execute(Q.plan_each_page)
         state_row = await conn.fetchrow(Q.feed_state)
         assert state_row is not None
         started = start_pull(

@@ -21,6 +21,7 @@ import secrets
 import stat
 import struct
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -352,6 +353,25 @@ class Keyring:
     ) -> T:
         plaintext = await self.decrypt(conn, org_id, ciphertext, context)
         return msgspec.msgpack.decode(plaintext, type=kind)
+
+    async def struct_sealer(
+        self, conn: Conn, org_id: uuid.UUID
+    ) -> Callable[[object, bytes], bytes]:
+        """Encrypt many values for one organisation with one key lookup (e.g. a push batch).
+
+        Use it within one transaction: the key it holds is the active one at that moment.
+        """
+        version, key = await self._active_key(conn, org_id)
+        header = _HEADER.pack(FORMAT_V1, version)
+
+        def seal(value: object, context: bytes) -> bytes:
+            nonce = secrets.token_bytes(NONCE_BYTES)
+            plaintext = msgspec.msgpack.encode(value)
+            return (
+                header + nonce + key.encrypt(nonce, plaintext, _field_aad(header, org_id, context))
+            )
+
+        return seal
 
     async def rotate_data_key(self, conn: Conn, org_id: uuid.UUID) -> int:
         """Add a new data key version for new writes; older versions keep decrypting. Returns it."""

@@ -19,6 +19,7 @@ from storage.devices import DeviceAuth
 from storage.feed import publish_report_state, publish_report_tombstone
 from storage.jobs import JobQueue
 from storage.keyring import Keyring
+from storage.push_bulk import create_reports
 from storage.queries import Q
 from storage.reports import ReportStore
 from sync.apply import decide_amend, decide_create
@@ -101,24 +102,56 @@ async def execute_push(
         plan = plan_push(ledger, push.mutations, stored=stored, held=held, received_at=received_at)
         results: dict[uuid.UUID, MutationResult] = {}
         reports = ReportStore(conn, keyring)
+        creates: list[ApplyStep] = []
+        pending_ids: set[uuid.UUID] = set()
+
+        async def flush_creates() -> None:
+            if not creates:
+                return
+            bulk = await create_reports(
+                conn, keyring, device, creates, known_categories=known_categories, clock=clock
+            )
+            for step in creates:
+                if bulk is None:  # refused as a batch: one by one, so only the culprit fails
+                    results[step.mutation_id] = await _apply_in_savepoint(conn, reports, step, ctx)
+                else:
+                    results[step.mutation_id] = bulk[step.mutation_id]
+            creates.clear()
+            pending_ids.clear()
+
         for step in plan.steps:
             if step.preset_result is not None:
-                result = step.preset_result
+                await flush_creates()
+                results[step.mutation_id] = step.preset_result
+            elif isinstance(step.mutation, CreateReport):
+                report_id = step.mutation.report.id
+                if report_id in pending_ids:
+                    await flush_creates()  # the second one must see the first as existing
+                creates.append(step)
+                pending_ids.add(report_id)
             else:
-                result = await _apply_in_savepoint(conn, reports, step, ctx)
-            results[step.mutation_id] = result
-            await conn.execute(
-                Q.insert_stored_mutation,
-                step.mutation_id,
-                device.org_id,
-                device.id,
-                step.seq,
-                step.body_hash,
-                _ENCODER.encode(result).decode(),
-                result.received_at,
-            )
-            if step.from_hold:
-                await conn.execute(Q.delete_held_mutation, device.id, step.mutation_id)
+                await flush_creates()
+                results[step.mutation_id] = await _apply_in_savepoint(conn, reports, step, ctx)
+        await flush_creates()
+        await conn.executemany(
+            Q.insert_stored_mutation,
+            [
+                (
+                    step.mutation_id,
+                    device.org_id,
+                    device.id,
+                    step.seq,
+                    step.body_hash,
+                    _ENCODER.encode(results[step.mutation_id]).decode(),
+                    results[step.mutation_id].received_at,
+                )
+                for step in plan.steps
+            ],
+        )
+        await conn.executemany(
+            Q.delete_held_mutation,
+            [(device.id, step.mutation_id) for step in plan.steps if step.from_hold],
+        )
         raw_by_id = {
             _mutation_id(m): raw for m, raw in zip(push.mutations, request.mutations, strict=True)
         }

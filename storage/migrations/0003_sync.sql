@@ -188,6 +188,8 @@ CREATE UNIQUE INDEX sync_changes_record_key
     ON sync_changes (coalesce(org_id, '00000000-0000-0000-0000-000000000000'::uuid),
                      audience, record_kind, record_id);
 CREATE INDEX sync_changes_feed_idx ON sync_changes (audience, change_no);
+-- For the band of late commits a pull must still deliver (xid at or above the cursor's horizon).
+CREATE INDEX sync_changes_xid_idx ON sync_changes (xid);
 
 -- Housekeeping state of the feed: the epoch changes on a restore, the prune mark when tombstones
 -- are dropped. A cursor older than either must reset.

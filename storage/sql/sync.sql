@@ -168,11 +168,20 @@ DO UPDATE SET change_no = nextval(pg_get_serial_sequence('sync_changes', 'change
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
 
 -- name: pull_page
-SELECT change_no, xid::text::bigint AS xid, body::text AS body
-FROM sync_changes
-WHERE (org_id = $1 OR org_id IS NULL) AND audience = ANY($2::text[])
-  AND xid < $3::text::xid8
-  AND (change_no > $4 OR (xid >= $5::text::xid8 AND change_no > $6))
+-- Two halves with their own lower bounds so each is a short index range scan: rows newer than the
+-- cursor, and the "band" of late commits below it. (One OR'ed condition had no lower bound and
+-- scanned the feed from the start on every page.)
+(SELECT change_no, xid::text::bigint AS xid, body::text AS body
+ FROM sync_changes
+ WHERE (org_id = $1 OR org_id IS NULL) AND audience = ANY($2::text[])
+   AND xid < $3::text::xid8 AND change_no > $4
+ ORDER BY change_no LIMIT $7)
+UNION ALL
+(SELECT change_no, xid::text::bigint AS xid, body::text AS body
+ FROM sync_changes
+ WHERE (org_id = $1 OR org_id IS NULL) AND audience = ANY($2::text[])
+   AND xid < $3::text::xid8 AND xid >= $5::text::xid8 AND change_no > $6 AND change_no <= $4
+ ORDER BY change_no LIMIT $7)
 ORDER BY change_no
 LIMIT $7;
 
@@ -246,3 +255,16 @@ WHERE r.org_id = $1 AND r.deleted_at IS NULL
 -- name: bump_status_version
 UPDATE reports SET status_version = status_version + 1 WHERE id = $1
 RETURNING status_version, version;
+
+-- name: plan_each_page
+SET LOCAL plan_cache_mode = force_custom_plan;
+
+-- name: lock_reports
+SELECT id FROM reports WHERE id = ANY($1::uuid[]) FOR UPDATE;
+
+-- name: insert_new_report
+-- A report created by a push: its first status is published in the same statement batch.
+INSERT INTO reports (id, org_id, monitor_id, device_id, version, content, sealed, occurred_at,
+                     latitude, longitude, categories, recorded_at, received_at,
+                     clock_offset_seconds, time_flags, status_version)
+VALUES ($1, $2, $3, $4, 1, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1);
