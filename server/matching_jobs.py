@@ -6,19 +6,22 @@ matching failure is retried by the job queue without touching what the device se
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import TYPE_CHECKING
 
 from storage.db import Conn
 from storage.jobs import ClaimedJob
-from storage.matching import MatchingCache, match_report
+from storage.matching import MatchingCache, match_report, refit_model
 
 if TYPE_CHECKING:
     from server.worker import JobHandler, WorkerContext
 
-__all__ = ["HANDLERS", "MATCH_REPORT"]
+__all__ = ["HANDLERS", "MATCH_REPORT", "REFIT"]
 
 MATCH_REPORT = "reports.match"
+REFIT = "matching.refit"
+_log = logging.getLogger("fairwatch.matching")
 # One per worker process: the indexes are refreshed from the database before every match, so
 # several workers stay consistent; a process only pays the first full load once.
 _CACHE = MatchingCache()
@@ -32,4 +35,12 @@ async def _match(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
     )
 
 
-HANDLERS: dict[str, JobHandler] = {MATCH_REPORT: _match}
+async def _refit(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
+    assert job.org_id is not None
+    method = await refit_model(
+        conn, context.resources.keyring, _CACHE, job.org_id, job.payload["job"]
+    )
+    _log.info("matching model refit", extra={"fields": {"job": job.payload["job"], "how": method}})
+
+
+HANDLERS: dict[str, JobHandler] = {MATCH_REPORT: _match, REFIT: _refit}

@@ -28,12 +28,19 @@ from storage.queries import Q
 from storage.reports import SealedParts, sealed_context
 
 __all__ = [
+    "MIN_LABELS",
     "DecisionConflict",
     "MatchingCache",
     "decide",
     "match_report",
+    "refit_model",
     "undo_decision",
 ]
+
+# Below this many human decisions (with both answers present) a refit uses EM on the org's own
+# candidate pairs instead of the labels.
+MIN_LABELS = 30
+MIN_RECORDS_FOR_EM = 50
 
 Job = Literal["incident", "entity", "person"]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -51,6 +58,7 @@ class _Corpus:
     matcher: Matcher[Any, Any]
     index: CandidateIndex[Any]
     features: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, Any] = field(default_factory=dict)
     watermark: tuple[dt.datetime, uuid.UUID] = (_EPOCH, _NIL)
     stamp: Any = None
 
@@ -94,6 +102,7 @@ def _add(corpus: _Corpus, record: Any) -> None:
         return
     corpus.index.add(features)
     corpus.features[record.id] = features
+    corpus.records[record.id] = record
 
 
 def incident_record(row: Any, report: Report | None = None) -> IncidentRecord:
@@ -178,6 +187,7 @@ async def _refresh_entities(conn: Conn, org_id: uuid.UUID, corpus: _Corpus) -> N
         return
     corpus.index = corpus.matcher.new_index()
     corpus.features = {}
+    corpus.records = {}
     for row in await conn.fetch(Q.entity_corpus, org_id):
         _add(
             corpus,
@@ -458,3 +468,47 @@ async def undo_decision(
         await conn.execute(
             Q.set_decision_status, org_id, decision_id, "undone", f"staff:{user_id}", None
         )
+
+
+async def refit_model(
+    conn: Conn, keyring: Keyring, cache: MatchingCache, org_id: uuid.UUID, job: Job
+) -> str:
+    """Fit the org's model for a dedup job and store it; returns how it was fitted.
+
+    With enough human decisions the model is refitted from them (accepted = match; rejected or
+    undone = not a match); otherwise EM runs on the org's own candidate pairs.
+    """
+    if job == "entity":
+        return "unchanged: entity resolution keeps the starting model until labelled mentions exist"
+    corpus = await cache.corpus(conn, org_id, job)
+    if job == "incident":
+        await _refresh_incidents(conn, org_id, corpus)
+    else:
+        await _refresh_persons(conn, keyring, org_id, corpus)
+    labelled = [
+        (
+            corpus.records[r["subject_id"]],
+            corpus.records[r["candidate_id"]],
+            r["status"] == "accepted",
+        )
+        for r in await conn.fetch(Q.match_labels, org_id, job)
+        if r["subject_id"] in corpus.records and r["candidate_id"] in corpus.records
+    ]
+    answers = {label for _, _, label in labelled}
+    if len(labelled) >= MIN_LABELS and answers == {True, False}:
+        fitted = corpus.matcher.refit_from_labels(labelled)
+    elif len(corpus.records) >= MIN_RECORDS_FOR_EM and _has_candidate_pairs(corpus):
+        fitted = corpus.matcher.fit(list(corpus.records.values()))
+    else:
+        return "unchanged: not enough reports or decisions yet"
+    await conn.execute(Q.put_match_model, org_id, job, _ENCODER.encode(fitted.model).decode())
+    cache.forget(org_id)
+    return fitted.model.method
+
+
+def _has_candidate_pairs(corpus: _Corpus) -> bool:
+    """EM needs pairs to learn from; blocking may give none in a small or spread-out org."""
+    return any(
+        any(True for _ in corpus.index.candidates(features))
+        for features in corpus.features.values()
+    )

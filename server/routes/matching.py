@@ -18,6 +18,7 @@ from server.problems import ProblemError
 from server.resources import Db
 from storage.audit import ActorKind, AuditEntry, record
 from storage.errors import NotFound
+from storage.jobs import JobQueue
 from storage.matching import DecisionConflict, decide, undo_decision
 from storage.queries import Q
 
@@ -253,7 +254,32 @@ async def clusters(
     return [Cluster(id=r[0], members=[str(m) for m in r[1]]) for r in rows]
 
 
+class RefitQueued(msgspec.Struct, frozen=True):
+    job: str
+    queued: bool
+
+
+@post(
+    "/v1/matching/{job:str}/refit",
+    guards=[requires(*_CASE_TEAM)],
+    status_code=202,
+    tags=["matching"],
+    summary="Refit this job's model from your decisions (or by EM on your data), in the background",
+)
+async def refit(principal: Caller, db: Db, job: FromPath[str]) -> RefitQueued:
+    if job not in ("incident", "entity", "person"):
+        raise NotFound("matching job", job)
+    queued = await JobQueue(db).enqueue(
+        "matching.refit",
+        {"job": job},
+        org_id=principal.org_id,
+        dedupe_key=f"{principal.org_id}:{job}",
+    )
+    return RefitQueued(job=job, queued=queued is not None)
+
+
 ROUTES: list[Any] = [
+    refit,
     list_decisions,
     get_decision,
     accept_decision,

@@ -185,3 +185,32 @@ async def test_the_same_worker_across_reports_is_one_person(
     assert [sorted(c["members"]) for c in clusters.json()] == [
         sorted([bodies[0]["id"], bodies[1]["id"]])
     ]
+
+
+async def test_refit_learns_the_orgs_own_model(client: Client, pool: asyncpg.Pool) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    bodies = [
+        raid(
+            # Six sites over ten days: some reports share a site and a day, most do not.
+            occurred_at=f"2026-11-{1 + i % 10:02d}T{8 + i % 12:02d}:00:00+00:00",
+            location={"lat": 25.0 + (i % 6) * 0.2, "lon": 51.2 + (i % 6) * 0.2},
+            employer={"name": f"Employer {i % 11}"},
+        )
+        for i in range(60)
+    ]
+    await push(client, phone, [create(phone, b) for b in bodies])
+    await drain(client, pool)
+    r = await client.post("/v1/matching/incident/refit", headers=staff.headers)
+    assert r.status_code == 202
+    assert r.json() == {"job": "incident", "queued": True}
+    assert (
+        await client.post("/v1/matching/nonsense/refit", headers=staff.headers)
+    ).status_code == 404
+    await drain(client, pool)
+    async with pool.acquire() as conn:
+        model = await conn.fetchval(
+            "SELECT model->>'method' FROM match_models WHERE org_id = $1 AND job = 'incident'",
+            staff.org_id,
+        )
+    assert model == "em"
