@@ -153,12 +153,12 @@ def write_results(f: Figures, *, quick: bool) -> Path:
         "the push; server-assigned `change_no` and `xid` are left to their defaults.",
         "",
         "What each side does per request: **Fairwatch** decodes and validates every mutation, "
-        "locks the device's ledger row, looks up stored results (exactly-once), and per mutation "
-        "runs a savepoint, locks the report id, seals the worker identity and place with the "
-        "org's data key (AES-GCM), inserts the report and its first version, replaces its "
-        "attachment list, bumps its status version, writes its feed row (`report_status`) and "
-        "stores the mutation's final result; then updates the device's ledger and clock "
-        "estimate and commits (fsync) before answering. **pouchdb-server** (PouchDB "
+        "locks the device's ledger row, looks up stored results (exactly-once), hashes each "
+        "mutation's canonical body, locks the batch's report ids, seals every worker identity "
+        "and place with the org's data key (AES-GCM), and writes the reports, their first "
+        "versions, their feed rows (`report_status`), their matching jobs and every mutation's "
+        "final result with pipelined statements in one savepoint; then updates the device's "
+        "ledger and clock estimate and commits (fsync) before answering. **pouchdb-server** (PouchDB "
         f"{f.info.get('pouchdb', '?')}, leveldb adapter) checks each `_id`'s revision tree, "
         "makes a new revision (`1-<md5>`), and writes the document, its revision tree and "
         "its change sequence to LevelDB (no fsync per write); no validation, no encryption, "
