@@ -21,6 +21,7 @@ from cases.matching.jobs import entity_job, incident_job, person_job
 from cases.matching.model import MatchModel
 from cases.matching.records import EntityRecord, IncidentRecord, PersonRecord
 from cases.reports import PartyReference, Report
+from storage.case_links import on_incident_split, open_case_for_incident
 from storage.db import Conn
 from storage.errors import NotFound, StorageError
 from storage.keyring import Keyring
@@ -283,6 +284,9 @@ async def _match_incident(
             "pending_review", None,
         )  # fmt: skip
     _add(corpus, record)
+    # A case follows every incident: a new one opens, a joined one takes the report in.
+    final = await conn.fetchval(Q.incident_of_report, report.id)
+    await open_case_for_incident(conn, org_id=org_id, incident_id=final)
 
 
 async def _incident_for(conn: Conn, org_id: uuid.UUID, report_id: uuid.UUID) -> uuid.UUID:
@@ -382,6 +386,7 @@ async def _apply_link(
         before = await _incident_for(conn, org_id, report)
         target = await _incident_for(conn, org_id, uuid.UUID(candidate))
         await conn.execute(Q.set_incident_member, report, org_id, target, decision_id)
+        await open_case_for_incident(conn, org_id=org_id, incident_id=target)
         return {"incident_id": str(before)}
     if job == "person":
         report = uuid.UUID(subject)
@@ -407,13 +412,15 @@ async def _restore(
     conn: Conn, org_id: uuid.UUID, job: str, subject: str, previous: dict[str, Any]
 ) -> None:
     if job == "incident":
-        await conn.execute(
-            Q.set_incident_member,
-            uuid.UUID(subject),
-            org_id,
-            uuid.UUID(previous["incident_id"]),
-            None,
-        )
+        report = uuid.UUID(subject)
+        source = await conn.fetchval(Q.incident_of_report, report)
+        back = uuid.UUID(previous["incident_id"])
+        await conn.execute(Q.set_incident_member, report, org_id, back, None)
+        if source is not None and source != back:
+            # The report leaves the merged incident's case for its own incident's case again.
+            await on_incident_split(
+                conn, org_id=org_id, source_incident=source, new_incidents=[back]
+            )
     elif job == "person":
         await conn.execute(
             Q.set_person_member, uuid.UUID(subject), org_id, uuid.UUID(previous["person_id"]), None

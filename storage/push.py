@@ -22,6 +22,7 @@ from storage.keyring import Keyring
 from storage.push_bulk import create_reports
 from storage.queries import Q
 from storage.reports import ReportStore
+from storage.tasks import answer_task
 from sync.apply import decide_amend, decide_create
 from sync.clock import ClockEstimate, estimate_clock_offset, offset_sample, report_time_flags
 from sync.codec import DecodedPush, InvalidMutation, WireFormat, decode_one_mutation
@@ -54,6 +55,7 @@ _ENCODER = msgspec.json.Encoder()
 class _Context(msgspec.Struct, frozen=True, kw_only=True):
     device: DeviceAuth
     known_categories: Set[str]
+    retired_categories: Set[str]
     clock: ClockEstimate | None
 
 
@@ -66,6 +68,7 @@ async def execute_push(
     keyring: Keyring,
     known_categories: Set[str],
     received_at: dt.datetime,
+    retired_categories: Set[str] = frozenset(),
 ) -> PushResponse:
     request = push.request
     ids = [_mutation_id(m) for m in push.mutations]
@@ -97,7 +100,12 @@ async def execute_push(
         samples = samples[-CLOCK_SAMPLES_KEPT:]
         seconds = [s.total_seconds() if isinstance(s, dt.timedelta) else s for s in samples]
         clock = estimate_clock_offset([dt.timedelta(seconds=s) for s in seconds])
-        ctx = _Context(device=device, known_categories=known_categories, clock=clock)
+        ctx = _Context(
+            device=device,
+            known_categories=known_categories,
+            retired_categories=retired_categories,
+            clock=clock,
+        )
 
         plan = plan_push(ledger, push.mutations, stored=stored, held=held, received_at=received_at)
         results: dict[uuid.UUID, MutationResult] = {}
@@ -109,7 +117,13 @@ async def execute_push(
             if not creates:
                 return
             bulk = await create_reports(
-                conn, keyring, device, creates, known_categories=known_categories, clock=clock
+                conn,
+                keyring,
+                device,
+                creates,
+                known_categories=known_categories,
+                retired_categories=retired_categories,
+                clock=clock,
             )
             for step in creates:
                 if bulk is None:  # refused as a batch: one by one, so only the culprit fails
@@ -235,6 +249,7 @@ async def _apply_step(
             monitor_id=device.monitor_id,
             existing=existing,
             known_categories=ctx.known_categories,
+            retired_categories=ctx.retired_categories,
             received_at=step.received_at,
         )
         if outcome.write is not None:
@@ -274,6 +289,7 @@ async def _apply_step(
             current=current,
             base=base,
             known_categories=ctx.known_categories,
+            retired_categories=ctx.retired_categories,
             received_at=step.received_at,
         )
         version = outcome.result.version
@@ -321,6 +337,5 @@ async def _apply_step(
             received_at=step.received_at,
         )
     if isinstance(mutation, AnswerTask):
-        # Tasks to monitors arrive with case management; until then no task can be answered.
-        return _rejected(step, ReasonCode.NOT_FOUND, "no such task", mutation.task_id)
+        return await answer_task(conn, device, mutation, step.received_at)
     raise AssertionError("plan_push presets a result for every invalid mutation")

@@ -40,11 +40,14 @@ async def create_reports(
     *,
     known_categories: Set[str],
     clock: ClockEstimate | None,
+    retired_categories: Set[str] = frozenset(),
 ) -> dict[uuid.UUID, MutationResult] | None:
     """Results for ``steps`` (all CreateReport, distinct report ids), or None if refused."""
     try:
         async with conn.transaction():
-            return await _create(conn, keyring, device, steps, known_categories, clock)
+            return await _create(
+                conn, keyring, device, steps, known_categories, retired_categories, clock
+            )
     except (asyncpg.exceptions.DataError, asyncpg.exceptions.IntegrityConstraintViolationError):
         return None
 
@@ -55,6 +58,7 @@ async def _create(
     device: DeviceAuth,
     steps: Sequence[ApplyStep],
     known_categories: Set[str],
+    retired_categories: Set[str],
     clock: ClockEstimate | None,
 ) -> dict[uuid.UUID, MutationResult]:
     mutations = [s.mutation for s in steps]
@@ -75,6 +79,7 @@ async def _create(
             monitor_id=device.monitor_id,
             existing=existing,
             known_categories=known_categories,
+            retired_categories=retired_categories,
             received_at=step.received_at,
         )
         results[step.mutation_id] = outcome.result

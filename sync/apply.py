@@ -65,8 +65,19 @@ def _answer(
     )
 
 
-def _unknown(categories: tuple[str, ...], known: Set[str]) -> list[str]:
-    return [c for c in categories if c not in known]
+def _category_problem(
+    categories: tuple[str, ...], known: Set[str], retired: Set[str]
+) -> tuple[ReasonCode, str] | None:
+    """Why the categories are refused (unknown ones first), or None when all are current."""
+    unknown = [c for c in categories if c not in known and c not in retired]
+    if unknown:
+        return ReasonCode.UNKNOWN_CATEGORY, "unknown categories: " + ", ".join(unknown)
+    old = [c for c in categories if c in retired]
+    if old:
+        return ReasonCode.RETIRED_CATEGORY, "retired categories (pull the taxonomy): " + ", ".join(
+            old
+        )
+    return None
 
 
 def decide_create(
@@ -76,6 +87,7 @@ def decide_create(
     existing: StoredReport | None,
     known_categories: Set[str],
     received_at: dt.datetime,
+    retired_categories: Set[str] = frozenset(),
 ) -> ReportOutcome:
     """A new report is stored as version 1. Its id already stored with the same content (the
     device lost track of its outbox) is a ``duplicate``; with other content it is refused."""
@@ -109,16 +121,11 @@ def decide_create(
                 version=existing.version,
             )
         )
-    unknown = _unknown(report.categories, known_categories)
-    if unknown:
+    problem = _category_problem(report.categories, known_categories, retired_categories)
+    if problem is not None:
         return ReportOutcome(
             result=_answer(
-                mutation,
-                rid,
-                MutationStatus.REJECTED,
-                received_at,
-                ReasonCode.UNKNOWN_CATEGORY,
-                detail="unknown categories: " + ", ".join(unknown),
+                mutation, rid, MutationStatus.REJECTED, received_at, problem[0], detail=problem[1]
             )
         )
     return ReportOutcome(
@@ -135,6 +142,7 @@ def decide_amend(
     base: Report | None,
     known_categories: Set[str],
     received_at: dt.datetime,
+    retired_categories: Set[str] = frozenset(),
 ) -> ReportOutcome:
     """Merge an amendment field by field. ``base`` is the stored content at
     ``mutation.base_version`` (None if that version is no longer kept)."""
@@ -172,9 +180,9 @@ def decide_amend(
         return refuse(ReasonCode.STALE_BASE_VERSION)
     changes = mutation.changes
     if changes.categories is not msgspec.UNSET:
-        unknown = _unknown(changes.categories, known_categories)
-        if unknown:
-            return refuse(ReasonCode.UNKNOWN_CATEGORY, "unknown categories: " + ", ".join(unknown))
+        problem = _category_problem(changes.categories, known_categories, retired_categories)
+        if problem is not None:
+            return refuse(*problem)
     try:
         merged, result = merge_report(base, current.report, changes)
     except msgspec.ValidationError as exc:

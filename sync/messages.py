@@ -86,6 +86,7 @@ class ReasonCode(enum.StrEnum):
     INVALID = "invalid"
     UNKNOWN_KIND = "unknown_kind"
     UNKNOWN_CATEGORY = "unknown_category"
+    RETIRED_CATEGORY = "retired_category"
     ID_REUSED_WITH_DIFFERENT_BODY = "id_reused_with_different_body"
     SEQ_ALREADY_USED = "seq_already_used"
     SEQ_GAP = "seq_gap"

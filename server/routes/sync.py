@@ -124,6 +124,7 @@ async def push(
             fmt,
             keyring=res.keyring,
             known_categories=known,
+            retired_categories={c.code for c in res.taxonomy.categories if c.retired},
             received_at=received_at,
         )
     return sync_response(request, answer)

@@ -72,6 +72,16 @@ async def test_two_reports_of_one_raid_become_one_incident_and_can_be_split(
     incident_of = {r["report_id"]: r["incident_id"] for r in rows}
     assert incident_of[a["id"]] == incident_of[b["id"]]
     assert incident_of[elsewhere["id"]] != incident_of[a["id"]]
+    async with pool.acquire() as conn:
+        # A case follows each incident; the raid's case holds both reports.
+        raid_case = await conn.fetchval(
+            "SELECT id FROM cases WHERE incident_id = $1", incident_of[a["id"]]
+        )
+        assert raid_case is not None
+        in_case = await conn.fetch(
+            "SELECT report_id::text FROM case_reports WHERE case_id = $1", raid_case
+        )
+        assert sorted(r["report_id"] for r in in_case) == sorted([a["id"], b["id"]])
     view = await client.get(f"/v1/incidents/{incident_of[a['id']]}", headers=staff.headers)
     assert sorted(m["report_id"] for m in view.json()["members"]) == sorted([a["id"], b["id"]])
 
@@ -105,6 +115,15 @@ async def test_two_reports_of_one_raid_become_one_incident_and_can_be_split(
     subject = decision["subject_id"]
     assert str(after[subject]) == previous
     assert after[subject] != after[decision["candidate_id"]]
+    async with pool.acquire() as conn:
+        own_case = await conn.fetchval(
+            "SELECT id FROM cases WHERE incident_id = $1", after[subject]
+        )
+        holder = await conn.fetchval(
+            "SELECT case_id FROM case_reports WHERE report_id = $1", uuid.UUID(subject)
+        )
+    assert own_case is not None
+    assert holder == own_case  # the unmerged report follows its own incident's case again
     twice = await client.post(
         f"/v1/matching/decisions/{decision['id']}/undo", headers=staff.headers
     )

@@ -297,3 +297,14 @@ async def test_amending_keeps_declared_attachments(client: Client, pool: asyncpg
     await push(client, phone, [amend(phone, body["id"], 3, {"attachments": [audio]})])
     view = await client.get(f"/v1/reports/{body['id']}", headers=staff.headers)
     assert [a["sha256"] for a in view.json()["attachments"]] == [audio["sha256"]]
+
+
+async def test_retired_category_is_refused_with_its_own_reason(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    old = create(phone, report(categories=["FL.PASSPORT_RETENTION"]))  # retired in favour of DOC
+    [result] = (await push(client, phone, [old]))["results"]
+    assert (result["status"], result["reason"]) == ("rejected", "retired_category")
+    assert "FL.PASSPORT_RETENTION" in result["detail"]
