@@ -59,6 +59,12 @@ class Group(msgspec.Struct, frozen=True):
     members: list[Member]
 
 
+class EntityGroup(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    members: list[Member]
+    cases: list[uuid.UUID]
+
+
 class Cluster(msgspec.Struct, frozen=True):
     id: uuid.UUID
     members: list[str]
@@ -221,13 +227,15 @@ async def get_person(principal: Caller, db: Db, person_id: FromPath[uuid.UUID]) 
     "/v1/registry/entities/{entity_id:uuid}/reports",
     guards=[requires(*ANY_STAFF)],
     tags=["matching"],
-    summary="Reports linked to a registry entity",
+    summary="Reports and cases linked to a registry entity",
 )
-async def entity_reports(principal: Caller, db: Db, entity_id: FromPath[uuid.UUID]) -> Group:
+async def entity_reports(principal: Caller, db: Db, entity_id: FromPath[uuid.UUID]) -> EntityGroup:
     if not await db.fetchval(Q.parent_exists, principal.org_id, entity_id):
         raise NotFound("entity", entity_id)
     rows = await db.fetch(Q.entity_reports_list, principal.org_id, entity_id)
-    return Group(id=entity_id, members=[msgspec.convert(dict(r), Member) for r in rows])
+    cases = [r["case_id"] for r in await db.fetch(Q.entity_cases, principal.org_id, entity_id)]
+    members = [msgspec.convert(dict(r), Member) for r in rows]
+    return EntityGroup(id=entity_id, members=members, cases=cases)
 
 
 @get(

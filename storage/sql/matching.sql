@@ -136,3 +136,11 @@ SELECT model::text AS model FROM match_models WHERE org_id = $1 AND job = $2;
 -- name: put_match_model
 INSERT INTO match_models (org_id, job, model) VALUES ($1, $2, $3::jsonb)
 ON CONFLICT (org_id, job) DO UPDATE SET model = excluded.model, fitted_at = now();
+
+-- name: entity_cases
+SELECT DISTINCT case_id FROM (
+    SELECT cr.case_id FROM entity_links l JOIN case_reports cr ON cr.report_id = l.report_id
+    WHERE l.org_id = $1 AND l.entity_id = $2
+    UNION
+    SELECT ce.case_id FROM case_entities ce WHERE ce.org_id = $1 AND ce.entity_id = $2
+) linked ORDER BY case_id;

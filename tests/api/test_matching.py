@@ -158,6 +158,11 @@ async def test_free_text_employer_resolves_to_the_registry(
     assert [(m["report_id"], m["role"]) for m in linked.json()["members"]] == [
         (body["id"], "recruiter")
     ]
+    async with pool.acquire() as conn:
+        case_id = await conn.fetchval(
+            "SELECT case_id FROM case_reports WHERE report_id = $1", uuid.UUID(body["id"])
+        )
+    assert linked.json()["cases"] == [str(case_id)]
 
 
 async def test_the_same_worker_across_reports_is_one_person(
