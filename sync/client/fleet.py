@@ -201,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=24)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # One line per HTTP request from 200 phones would bury the fleet's own report.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fairwatch-fleet-"))
     started = dt.datetime.now(dt.UTC)
     report = asyncio.run(
