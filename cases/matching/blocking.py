@@ -4,12 +4,18 @@ record is compared with the few records that share a key, not with all of them."
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 import h3
 
-from cases.matching.features import EntityFeatures, IncidentFeatures, PersonFeatures
+from cases.matching.features import (
+    EntityFeatures,
+    IncidentFeatures,
+    PersonFeatures,
+    sound_pairs,
+)
 from cases.matching.model import FrequencyTable
 
 __all__ = [
@@ -47,19 +53,28 @@ def entity_keys(features: EntityFeatures) -> list[str]:
         tokens = name.significant or name.tokens
         keys.update(f"t:{token}" for token in tokens if len(token) > 1)
         keys.update(f"p:{code}" for code in name.phonetic if len(code) > 1)
-    keys.update(f"ph:{phone}" for phone in features.phones)
+    keys.update(_subscriber_keys(features.phones))
     keys.update(f"l:{licence}" for licence in features.licences)
     keys.update(f"r:{number}" for number in features.registration)
     return sorted(keys)
 
 
+def _subscriber_keys(phones: Iterable[str]) -> set[str]:
+    # The subscriber digits, not the E.164 form: a number written without its country (or
+    # under another one) must still meet its other spellings.
+    return {f"ph:{phone[-8:]}" for phone in phones}
+
+
 def person_keys(features: PersonFeatures) -> list[str]:
-    """Name tokens, whole-name sound, identifiers, phones, date of birth with each initial."""
+    """Name tokens, pairs of name sounds, whole-name sound, identifiers, phones, date of birth
+    with each initial. Pairs of sounds keep namesakes of a very common given name or surname
+    reachable when the single token is too common to be a key ("Mohammad")."""
     name = features.name
     keys: set[str] = {f"t:{token}" for token in name.tokens}
+    keys.update(f"pp:{pair}" for pair in sound_pairs(features.codes.values()))
     if name.phonetic:
         keys.add(f"pk:{name.phonetic_key}")
-    keys.update(f"ph:{phone}" for phone in features.phones)
+    keys.update(_subscriber_keys(features.phones))
     keys.update(f"id:{number}" for number in features.id_numbers)
     if features.dob is not None:
         dates = {features.dob.isoformat()}
@@ -77,7 +92,8 @@ class CandidateIndex(Generic[F]):
 
     Keys with more than `max_postings` records are skipped at query time: a very common name
     token says little and would make the cost grow with the index. Candidates are ranked by the
-    number of keys they share with the query, and the best `max_candidates` are kept.
+    keys they share with the query, each key counting more the fewer records it holds (a shared
+    passport number outranks a shared common surname), and the best `max_candidates` are kept.
     """
 
     def __init__(
@@ -116,15 +132,16 @@ class CandidateIndex(Generic[F]):
         With `before`, only positions lower than it are returned (each pair once in a
         from-scratch run).
         """
-        shared: dict[int, int] = {}
+        shared: dict[int, float] = {}
         limit = len(self.records) if before is None else before
         for key in self._query_keys(features):
             posting = self.postings.get(key)
             if not posting or len(posting) > self.max_postings:
                 continue
+            weight = 1.0 / math.log2(2 + len(posting))
             for position in posting:
                 if position < limit:
-                    shared[position] = shared.get(position, 0) + 1
+                    shared[position] = shared.get(position, 0.0) + weight
         if len(shared) <= self.max_candidates:
             return list(shared)
         return heapq.nlargest(self.max_candidates, shared, key=shared.__getitem__)

@@ -12,7 +12,7 @@ from datetime import date, datetime
 
 from rapidfuzz.distance import OSA, JaroWinkler
 
-from cases.matching.normalise import FILLER_WORDS, OrgName, PersonName
+from cases.matching.normalise import FILLER_WORDS, SUBSCRIBER_PREFIX, OrgName, PersonName
 
 __all__ = [
     "CATEGORY_LEVELS",
@@ -20,6 +20,7 @@ __all__ = [
     "DOB_LEVELS",
     "EQUALITY_LEVELS",
     "IDENTIFIER_LEVELS",
+    "ID_NUMBER_LEVELS",
     "MISSING",
     "ORG_NAME_LEVELS",
     "PERSON_NAME_LEVELS",
@@ -28,10 +29,12 @@ __all__ = [
     "TIME_GAP_LEVELS",
     "TOKEN_OVERLAP_LEVELS",
     "TokenWeight",
+    "align_person_names",
     "compare_categories",
     "compare_dates_of_birth",
     "compare_distance",
     "compare_equal",
+    "compare_id_numbers",
     "compare_identifiers",
     "compare_org_names",
     "compare_person_names",
@@ -40,14 +43,16 @@ __all__ = [
     "compare_time_gap",
     "compare_token_overlap",
     "haversine_km",
+    "ordered_by_length",
     "weighted_token_similarity",
 ]
 
 MISSING = -1
 
 ORG_NAME_LEVELS = ("exact", "typo", "same_core", "partial", "weak", "disagree")
-PERSON_NAME_LEVELS = ("exact", "phonetic", "close", "partial", "disagree")
+PERSON_NAME_LEVELS = ("exact", "phonetic", "close", "partial", "overlap", "disagree")
 IDENTIFIER_LEVELS = ("exact", "one_edit", "disagree")
+ID_NUMBER_LEVELS = ("exact", "one_edit", "disagree", "other_kind")
 PHONE_LEVELS = ("exact", "same_subscriber", "disagree")
 DOB_LEVELS = ("exact", "day_month_swapped", "year_off_by_one", "one_part_differs", "disagree")
 DISTANCE_LEVELS = ("within_200m", "within_1km", "within_5km", "farther")
@@ -131,24 +136,74 @@ def compare_org_names(a: Sequence[OrgName], b: Sequence[OrgName], token_weight: 
     return best
 
 
-def _aligned(shorter: Sequence[str], longer: Sequence[str], codes: dict[str, str]) -> int:
-    """How many tokens of `shorter` find a distinct partner in `longer` (equal, same sound
-    or a small typo)."""
+def _sound_alike(a: str, b: str, codes: dict[str, str]) -> bool:
+    if _tokens_agree(a, b):
+        return True
+    code = codes.get(a, "")
+    return bool(code) and code == codes.get(b, "")
+
+
+def align_person_names(
+    shorter: Sequence[str], longer: Sequence[str], codes: dict[str, str]
+) -> tuple[tuple[str, ...], int]:
+    """Tokens of `shorter` that find a distinct partner in `longer`, and how many tokens of
+    `longer` they used up.
+
+    A partner is an equal token, a sound-alike spelling, a small typo, or two neighbouring
+    tokens of `longer` written as one (Abdel Rahman / Abdelrahman, Dela Cruz / Delacruz).
+    """
     remaining = list(longer)
-    count = 0
+    aligned: list[str] = []
+    consumed = 0
+
+    def joined_partner(token: str, exact: bool) -> int | None:
+        for index in range(len(remaining) - 1):
+            joined = remaining[index] + remaining[index + 1]
+            if token == joined or (
+                not exact
+                and len(token) >= 6
+                and JaroWinkler.normalized_similarity(token, joined) >= _CLOSE
+            ):
+                return index
+        return None
+
     for token in shorter:
-        for index, other in enumerate(remaining):
-            if _tokens_agree(token, other) or (codes[token] and codes[token] == codes[other]):
-                count += 1
-                del remaining[index]
-                break
-    return count
+        # Strongest partner first: the same token, the same token split in two, then a
+        # sound-alike or a typo ("abdelrahman" is close to "abdel" alone, but is "abdel rahman").
+        if token in remaining:
+            remaining.remove(token)
+            aligned.append(token)
+            consumed += 1
+            continue
+        split = joined_partner(token, exact=True)
+        if split is None:
+            partner = next((o for o in remaining if _sound_alike(token, o, codes)), None)
+            if partner is not None:
+                remaining.remove(partner)
+                aligned.append(token)
+                consumed += 1
+                continue
+            split = joined_partner(token, exact=False)
+        if split is not None:
+            del remaining[split : split + 2]
+            aligned.append(token)
+            consumed += 2
+    return tuple(aligned), consumed
+
+
+def ordered_by_length(a: PersonName, b: PersonName) -> tuple[PersonName, PersonName]:
+    """The name with fewer full tokens first (the first one on a tie)."""
+    return (a, b) if len(a.tokens) <= len(b.tokens) else (b, a)
 
 
 def compare_person_names(a: PersonName, b: PersonName, codes: dict[str, str]) -> int:
     """Person names, insensitive to order, spelling variants, initials and a missing token.
 
-    `codes` maps every token of both names to its phonetic code.
+    `codes` maps every token of both names to its phonetic code. Levels: the same tokens
+    (exact), the same sounds (phonetic), every token agreeing up to a typo or a split (close),
+    one side writing fewer names that the other contains (partial: a dropped middle name, an
+    initial), all but one token of the shorter name agreeing (overlap: a given name mistyped
+    beyond recognition, or a relative sharing the surname), or disagree.
     """
     if not a.tokens or not b.tokens:
         return MISSING
@@ -156,16 +211,34 @@ def compare_person_names(a: PersonName, b: PersonName, codes: dict[str, str]) ->
         return 0
     if a.phonetic == b.phonetic:
         return 1
-    shorter, longer = (a, b) if len(a.tokens) <= len(b.tokens) else (b, a)
-    aligned = _aligned(shorter.tokens, longer.tokens, codes)
-    if aligned == len(shorter.tokens) == len(longer.tokens):
-        return 2  # every token agrees up to a typo or a sound-alike spelling
-    if aligned == len(shorter.tokens) and aligned >= 1:
+    shorter, longer = ordered_by_length(a, b)
+    aligned, consumed = align_person_names(shorter.tokens, longer.tokens, codes)
+    if len(aligned) == len(shorter.tokens) and consumed == len(longer.tokens):
+        return 2
+    if len(aligned) == len(shorter.tokens):
         # One side wrote fewer names; its initials must not contradict the missing ones.
         leftover = {t[0] for t in longer.tokens} - {t[0] for t in shorter.tokens}
         if not shorter.initials or set(shorter.initials) & leftover or not leftover:
             return 3
-    return 4
+        return 4
+    if aligned and len(aligned) >= len(shorter.tokens) - 1:
+        return 4
+    return 5
+
+
+def _id_shape(number: str) -> str:
+    return "".join("9" if ch.isdigit() else "A" for ch in number)
+
+
+def compare_id_numbers(a: Collection[str], b: Collection[str]) -> int:
+    """Passport and national ID numbers: like `compare_identifiers`, but two numbers of
+    different shapes (a passport "A1234567" and a citizenship number "2701721234") are
+    probably different documents of one person, not a contradiction: their own level."""
+    level = compare_identifiers(a, b)
+    if level != 2:
+        return level
+    shapes = {_id_shape(x) for x in a}
+    return 2 if any(_id_shape(y) in shapes for y in b) else 3
 
 
 def compare_identifiers(a: Collection[str], b: Collection[str]) -> int:
@@ -183,10 +256,11 @@ def compare_identifiers(a: Collection[str], b: Collection[str]) -> int:
 
 
 def compare_phones(a: Collection[str], b: Collection[str]) -> int:
-    """E.164 phones: equal, same subscriber digits under another country code, or different."""
+    """E.164 phones: equal, same subscriber digits (under another country code, or a national
+    number whose country was not known: `phone_subscriber`), or different."""
     if not a or not b:
         return MISSING
-    if set(a) & set(b):
+    if any(not p.startswith(SUBSCRIBER_PREFIX) for p in set(a) & set(b)):
         return 0
     if {p[-8:] for p in a} & {p[-8:] for p in b}:
         return 1

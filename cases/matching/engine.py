@@ -17,6 +17,8 @@ from cases.matching.model import (
     LevelMatrix,
     MatchModel,
     calibrate_from_labels,
+    calibrate_linkage,
+    competitor_mass,
     estimate_by_em,
     estimate_u,
     fit_from_labels,
@@ -63,6 +65,10 @@ class MatchExplanation(msgspec.Struct, frozen=True):
 
 
 class ScoredCandidate(msgspec.Struct, frozen=True):
+    """One candidate of `match_one`. For a linkage job's best candidate, `probability` is the
+    probability that it is the mention's entity, its competitors considered
+    (`MatchModel.link_probability`); otherwise the pair's match probability."""
+
     id: str
     total_weight: float
     probability: float
@@ -137,8 +143,8 @@ class Matcher(Generic[R, F]):
         spec = self.job.fields[field]
         if spec.tf_frequency is None or level not in spec.tf_levels:
             return 0.0
-        frequency = spec.tf_frequency(a, b, level, frequencies)
-        return self.model.tf_adjustment(field, level, frequency)
+        frequency, reference = spec.tf_frequency(a, b, level, frequencies)
+        return self.model.tf_adjustment(field, level, frequency, reference)
 
     def total_weight(self, a: F, b: F, frequencies: FrequencyTable) -> float:
         total = 0.0
@@ -206,14 +212,24 @@ class Matcher(Generic[R, F]):
                 ScoredCandidate(other_id, weight, probability, self._decision(probability))
             )
         scored.sort(key=lambda c: c.total_weight, reverse=True)
-        if self.job.linkage and len(scored) > 1 and scored[0].decision == "link":
-            # A mention refers to one registry entity: when a runner-up is nearly as good, the
-            # choice between them is a human's, not an auto-link.
-            runner_up = scored[1]
-            gap = scored[0].total_weight - runner_up.total_weight
-            if runner_up.decision != "no_link" and gap < self.model.thresholds.ambiguity_margin:
-                scored[0] = msgspec.structs.replace(scored[0], decision="review")
+        if self.job.linkage and scored:
+            scored[0] = self._best_link(scored)
         return scored[:limit]
+
+    def _best_link(self, scored: list[ScoredCandidate]) -> ScoredCandidate:
+        # A mention refers to at most one registry entity, so the best candidate's probability
+        # depends on how well the others score too (`MatchModel.link_probability`).
+        best, others = scored[0], [c.total_weight for c in scored[1:]]
+        probability = self.model.link_probability(best.total_weight, others)
+        decision = self._decision(probability)
+        if decision == "link" and len(scored) > 1:
+            # When a plausible runner-up is nearly as good, the choice between them is a
+            # human's, not an auto-link.
+            runner_up = scored[1]
+            gap = best.total_weight - runner_up.total_weight
+            if runner_up.decision != "no_link" and gap < self.model.thresholds.ambiguity_margin:
+                decision = "review"
+        return msgspec.structs.replace(best, probability=probability, decision=decision)
 
     def cluster(self, records: Sequence[R]) -> list[tuple[str, ...]]:
         """Group records from scratch: union of auto-links, strongest first, where a merge must
@@ -272,15 +288,18 @@ class Matcher(Generic[R, F]):
         seed: int = 0,
         random_pairs: int = 50_000,
         max_candidate_pairs: int = 200_000,
+        u_from_candidates: bool = True,
     ) -> Matcher[R, F]:
         """Fit m, u and the prior on the pairs that blocking produces.
 
         Without `same`: u starts from random pairs, then EM estimates m, u and the prior on
         the unlabelled candidate pairs. With `same(left_id, right_id)` (labels, e.g. past human
         decisions or a labelled training set): m and u are counted on the labelled candidate
-        pairs and the probability is calibrated on them. Without `against` the job is
-        deduplication within `records`; with it, `records` are linked to the reference set
-        `against` (mentions to the registry).
+        pairs and the probability is calibrated on them (u among the candidate pairs, or
+        from the random pairs with `u_from_candidates=False`); for a linkage job the
+        best-candidate probability is calibrated too (`LinkCalibration`). Without `against`
+        the job is deduplication within `records`; with it, `records` are linked to the
+        reference set `against` (mentions to the registry).
         """
         rng = np.random.default_rng(seed)
         index = self.build_index(against if against is not None else records)
@@ -309,12 +328,43 @@ class Matcher(Generic[R, F]):
             # ever scored.
             return self._with(estimate_by_em(model, levels, fix_u=False), frequencies)
         labels = [same(_identity(a), _identity(b)) for a, b in candidates]
-        model = fit_from_labels(model, levels, labels, prior_strength=1.0, fit_u=True)
+        model = fit_from_labels(model, levels, labels, prior_strength=1.0, fit_u=u_from_candidates)
         rate = min(max(sum(labels) / max(len(labels), 1), 1e-4), 1 - 1e-4)
         model = msgspec.structs.replace(model, prior=rate)
         fitted = self._with(model, frequencies)
         totals = [fitted.total_weight(a, b, frequencies) for a, b in candidates]
-        return self._with(calibrate_from_labels(model, totals, labels), frequencies)
+        model = calibrate_from_labels(model, totals, labels)
+        if against is None or not self.job.linkage:
+            return self._with(model, frequencies)
+        return self._with(self._fit_linkage(model, left, index, same), frequencies)
+
+    def _fit_linkage(
+        self,
+        model: MatchModel,
+        mentions: Sequence[F],
+        index: CandidateIndex[F],
+        same: Callable[[str, str], bool],
+    ) -> MatchModel:
+        """Calibrate the best-candidate probability on labelled mentions: is the best candidate
+        the mention's entity (False too for mentions of entities outside the registry)?"""
+        scorer = self._with(model, index.frequencies)
+        best_weights, competitors, labels = [], [], []
+        for mention in mentions:
+            weights = sorted(
+                (
+                    (scorer.total_weight(mention, index.records[j], index.frequencies), j)
+                    for j in index.candidates(mention)
+                ),
+                reverse=True,
+            )
+            if not weights:
+                continue
+            best_weights.append(weights[0][0])
+            competitors.append(competitor_mass([w for w, _ in weights[1:]]))
+            labels.append(same(_identity(mention), _identity(index.records[weights[0][1]])))
+        if len(set(labels)) < 2:
+            return model
+        return calibrate_linkage(model, best_weights, competitors, labels)
 
     def refit_from_labels(self, labelled: Sequence[tuple[R, R, bool]]) -> Matcher[R, F]:
         """Refit m from human decisions (kept as labels), then recalibrate the probability."""

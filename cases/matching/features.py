@@ -3,7 +3,9 @@ index, so that comparing a pair does no parsing."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
+from itertools import combinations
 
 import h3
 import msgspec
@@ -15,6 +17,7 @@ from cases.matching.normalise import (
     normalise_org_name,
     normalise_person_name,
     normalise_phone,
+    phone_subscriber,
     to_latin,
 )
 from cases.matching.phonetic import phonetic_code
@@ -27,6 +30,7 @@ __all__ = [
     "prepare_entity",
     "prepare_incident",
     "prepare_person",
+    "sound_pairs",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -101,7 +105,9 @@ def prepare_incident(record: IncidentRecord, resolution: int) -> IncidentFeature
 
 
 def _phones(raw: tuple[str, ...], region: str | None) -> frozenset[str]:
-    normalised = (normalise_phone(p, region) for p in raw)
+    # A national number without a region hint cannot be put in E.164 form; its subscriber
+    # digits still recognise the same phone ("0812 148693" in a mention with no country).
+    normalised = (normalise_phone(p, region) or phone_subscriber(p) for p in raw)
     return frozenset(p for p in normalised if p)
 
 
@@ -138,3 +144,10 @@ def prepare_person(record: PersonRecord, default_region: str | None = None) -> P
         phones=_phones(record.phones, record.country or default_region),
         district=district or None,
     )
+
+
+def sound_pairs(codes: Iterable[str]) -> set[str]:
+    """Every pair of a name's phonetic codes, order-free: how namesakes are counted and
+    blocked ("Ram ... Gurung" whatever the middle name and the spelling)."""
+    unique = sorted({code for code in codes if code})
+    return {f"{x}|{y}" for x, y in combinations(unique, 2)}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from cases.matching import comparators as cmp
 from cases.matching.blocking import (
@@ -22,27 +22,36 @@ from cases.matching.features import (
     prepare_entity,
     prepare_incident,
     prepare_person,
+    sound_pairs,
 )
 from cases.matching.model import FrequencyTable, Thresholds
 from cases.matching.normalise import OrgName
 from cases.matching.records import EntityRecord, IncidentRecord, PersonRecord
 
-__all__ = ["FieldSpec", "JobSpec", "entity_job", "incident_job", "person_job"]
+__all__ = ["FieldSpec", "JobSpec", "TermFrequency", "entity_job", "incident_job", "person_job"]
 
 R = TypeVar("R")
 F = TypeVar("F")
 
 
+class TermFrequency(NamedTuple):
+    """How common the value two records agree on is (share of records holding it), and the
+    typical frequency it is judged against (None: the level's u)."""
+
+    frequency: float | None
+    reference: float | None = None
+
+
 @dataclass(frozen=True)
 class FieldSpec(Generic[F]):
-    """One compared field: its levels, its comparator and, for names, the frequency of the
-    agreeing value used by the term-frequency adjustment."""
+    """One compared field: its levels, its comparator and, for names and dates, the frequency
+    of the agreeing value used by the term-frequency adjustment."""
 
     name: str
     levels: tuple[str, ...]
     compare: Callable[[F, F, FrequencyTable], int]
     tf_levels: tuple[int, ...] = ()
-    tf_frequency: Callable[[F, F, int, FrequencyTable], float | None] | None = None
+    tf_frequency: Callable[[F, F, int, FrequencyTable], TermFrequency] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,14 +137,14 @@ def incident_job(
 
 def _entity_name_frequency(
     a: EntityFeatures, b: EntityFeatures, level: int, freq: FrequencyTable
-) -> float | None:
+) -> TermFrequency:
     # Exact names: how common is the whole name; same core: how common are its distinctive
     # words ("Doha" is shared by many registry entries, "Sagarmatha Kantipur" by few).
     namespace, attribute = ("org_key", "compact") if level == 0 else ("org_core", "core")
     shared = {getattr(n, attribute) for n in a.names} & {getattr(n, attribute) for n in b.names}
     shared.discard("")
     frequencies = [f for f in (freq.frequency(namespace, key) for key in shared) if f is not None]
-    return min(frequencies) if frequencies else None
+    return TermFrequency(min(frequencies) if frequencies else None)
 
 
 def _count_entity(features: EntityFeatures, freq: FrequencyTable) -> None:
@@ -193,20 +202,62 @@ def entity_job(default_region: str | None = None) -> JobSpec[EntityRecord, Entit
 
 def _person_name_frequency(
     a: PersonFeatures, b: PersonFeatures, level: int, freq: FrequencyTable
-) -> float | None:
+) -> TermFrequency:
     if level == 0:
-        return freq.frequency("person_name", a.name.key)
-    left = freq.frequency("person_sound", a.name.phonetic_key)
-    right = freq.frequency("person_sound", b.name.phonetic_key)
-    if left is None or right is None:
-        return None
-    return max(left, right)
+        return TermFrequency(freq.frequency("person_name", a.name.key), freq.typical("person_name"))
+    if level == 1:
+        left = freq.frequency("person_sound", a.name.phonetic_key)
+        right = freq.frequency("person_sound", b.name.phonetic_key)
+        if left is None or right is None:
+            return TermFrequency(None)
+        return TermFrequency(max(left, right), freq.typical("person_sound"))
+    # Partial agreements: how many people carry the names both sides agree on. Pairs of sounds
+    # are counted per record, so "Ram Gurung" inside "Ram Bahadur Gurung" is counted too.
+    codes = a.codes | b.codes
+    shorter, longer = cmp.ordered_by_length(a.name, b.name)
+    aligned, _ = cmp.align_person_names(shorter.tokens, longer.tokens, codes)
+    sounds = {codes[t] for t in aligned if codes.get(t)}
+    if len(sounds) == 1:
+        (sound,) = sounds
+        return TermFrequency(freq.frequency("person_code", sound), freq.typical("person_code"))
+    frequencies = [freq.frequency("person_pair", pair) for pair in sound_pairs(sounds)]
+    known = [f for f in frequencies if f is not None]
+    if not known:
+        return TermFrequency(None)
+    return TermFrequency(min(known), freq.typical("person_pair"))
+
+
+def _value_frequency(
+    namespace: str, value: Callable[[PersonFeatures], str | None]
+) -> Callable[[PersonFeatures, PersonFeatures, int, FrequencyTable], TermFrequency]:
+    def frequency(
+        a: PersonFeatures, _: PersonFeatures, level: int, freq: FrequencyTable
+    ) -> TermFrequency:
+        key = value(a)
+        if key is None:
+            return TermFrequency(None)
+        return TermFrequency(freq.frequency(namespace, key), freq.typical(namespace))
+
+    return frequency
+
+
+def _dob_key(features: PersonFeatures) -> str | None:
+    return features.dob.isoformat() if features.dob else None
 
 
 def _count_person(features: PersonFeatures, freq: FrequencyTable) -> None:
     if features.name.tokens:
         freq.add("person_name", features.name.key)
         freq.add("person_sound", features.name.phonetic_key)
+        codes = {code for code in features.codes.values() if code}
+        freq.add_set("person_code", codes)
+        freq.add_set("person_pair", sound_pairs(codes))
+    # Dates of birth are far from uniform in real registers (1 January stands in for an
+    # unknown birthday), so an agreeing date weighs by how common it is.
+    if features.dob is not None:
+        freq.add("dob", features.dob.isoformat())
+    if features.district:
+        freq.add("district", features.district)
 
 
 def person_job(default_region: str | None = None) -> JobSpec[PersonRecord, PersonFeatures]:
@@ -216,14 +267,20 @@ def person_job(default_region: str | None = None) -> JobSpec[PersonRecord, Perso
             "name",
             cmp.PERSON_NAME_LEVELS,
             lambda a, b, _: cmp.compare_person_names(a.name, b.name, a.codes | b.codes),
-            tf_levels=(0, 1),
+            tf_levels=(0, 1, 2, 3, 4),
             tf_frequency=_person_name_frequency,
         ),
-        FieldSpec("dob", cmp.DOB_LEVELS, lambda a, b, _: cmp.compare_dates_of_birth(a.dob, b.dob)),
+        FieldSpec(
+            "dob",
+            cmp.DOB_LEVELS,
+            lambda a, b, _: cmp.compare_dates_of_birth(a.dob, b.dob),
+            tf_levels=(0,),
+            tf_frequency=_value_frequency("dob", _dob_key),
+        ),
         FieldSpec(
             "id_number",
-            cmp.IDENTIFIER_LEVELS,
-            lambda a, b, _: cmp.compare_identifiers(a.id_numbers, b.id_numbers),
+            cmp.ID_NUMBER_LEVELS,
+            lambda a, b, _: cmp.compare_id_numbers(a.id_numbers, b.id_numbers),
         ),
         FieldSpec(
             "phone", cmp.PHONE_LEVELS, lambda a, b, _: cmp.compare_phones(a.phones, b.phones)
@@ -232,6 +289,8 @@ def person_job(default_region: str | None = None) -> JobSpec[PersonRecord, Perso
             "district",
             cmp.PLACE_NAME_LEVELS,
             lambda a, b, _: cmp.compare_place_names(a.district, b.district),
+            tf_levels=(0,),
+            tf_frequency=_value_frequency("district", lambda f: f.district),
         ),
     )
     return JobSpec(

@@ -16,9 +16,12 @@ __all__ = [
     "Calibration",
     "FieldModel",
     "FrequencyTable",
+    "LinkCalibration",
     "MatchModel",
     "Thresholds",
     "calibrate_from_labels",
+    "calibrate_linkage",
+    "competitor_mass",
     "estimate_by_em",
     "estimate_u",
     "fit_from_labels",
@@ -69,6 +72,23 @@ class Calibration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     source: str = "prior"
 
 
+class LinkCalibration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Linkage jobs (a mention against the registry): the probability that the best candidate
+    is the mention's entity, 1 / (1 + 2 ** -(best * w1 + competitors * c + intercept)), where
+    w1 is its total weight and c the `competitor_mass` of the other candidates. A pairwise
+    probability cannot say this: the same name agreement is decisive when no other registry
+    entry comes close and worthless when a sibling agency scores as well."""
+
+    best: float
+    competitors: float
+    intercept: float
+
+    def probability(self, best_weight: float, competitors: float) -> float:
+        exponent = -(self.best * best_weight + self.competitors * competitors + self.intercept)
+        odds_against: float = 2.0 ** min(exponent, 1000.0)
+        return 1.0 / (1.0 + odds_against)
+
+
 class MatchModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A fitted model for one job."""
 
@@ -79,20 +99,44 @@ class MatchModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     thresholds: Thresholds = Thresholds()
     tf_cap: float = 6.0  # bounds on the term-frequency adjustment, in bits
     method: str = "starting"  # how m and u were obtained: starting, em, labels
+    linkage: LinkCalibration | None = None  # fitted on labelled linkages only
+
+    def odds(self, total_weight: float) -> float:
+        """Pairwise odds of a match, p / (1 - p), without overflow."""
+        calibration = self.calibration
+        intercept = self.prior_weight if calibration.source == "prior" else calibration.intercept
+        return float(2.0 ** min(calibration.slope * total_weight + intercept, 1000.0))
+
+    def link_probability(self, best_weight: float, other_weights: Sequence[float]) -> float:
+        """Probability that the best candidate of a linkage is the right entity. Fitted when
+        labels were available; otherwise Bayes over the candidates, each mention naming at
+        most one of them: odds_1 / (1 + sum of all candidates' odds)."""
+        if self.linkage is not None:
+            return self.linkage.probability(best_weight, competitor_mass(other_weights))
+        best = self.odds(best_weight)
+        if math.isinf(best):
+            return 1.0
+        return best / (1.0 + best + sum(self.odds(w) for w in other_weights))
 
     @property
     def prior_weight(self) -> float:
         return math.log2(self.prior / (1 - self.prior))
 
-    def tf_adjustment(self, field: int, level: int, frequency: float | None) -> float:
+    def tf_adjustment(
+        self, field: int, level: int, frequency: float | None, reference: float | None = None
+    ) -> float:
         """Shift of a level's weight when the agreeing value is rarer or commoner than average.
 
-        A value shared by a random pair with probability `frequency` replaces u for that pair.
+        The level's weight already holds the evidence of an agreement on a typical value; an
+        agreement on a value of `frequency` shifts it by log2(reference / frequency). The
+        `reference` is the typical frequency of agreeing values (`FrequencyTable.typical`);
+        without it, u of the level stands in (right when u comes from random pairs).
         """
         spec = self.fields[field]
         if frequency is None or level < 0 or level not in spec.tf_levels:
             return 0.0
-        adjustment = math.log2(max(spec.u[level], _EPSILON) / max(frequency, _EPSILON))
+        typical = spec.u[level] if reference is None else reference
+        adjustment = math.log2(max(typical, _EPSILON) / max(frequency, _EPSILON))
         return min(self.tf_cap, max(-self.tf_cap, adjustment))
 
     def probability(self, total_weight: float) -> float:
@@ -117,19 +161,38 @@ class FrequencyTable(msgspec.Struct):
     and rarity weights. Updated incrementally as records are indexed."""
 
     counts: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
-    totals: dict[str, int] = msgspec.field(default_factory=dict)
+    totals: dict[str, int] = msgspec.field(default_factory=dict)  # records counted
+    # Sum of the counts and of their squares, per namespace: kept up to date so that the
+    # typical frequency of an agreeing value costs nothing to read.
+    sums: dict[str, int] = msgspec.field(default_factory=dict)
+    squares: dict[str, int] = msgspec.field(default_factory=dict)
+
+    def _bump(self, namespace: str, table: dict[str, int], value: str) -> None:
+        count = table.get(value, 0)
+        table[value] = count + 1
+        self.sums[namespace] = self.sums.get(namespace, 0) + 1
+        self.squares[namespace] = self.squares.get(namespace, 0) + 2 * count + 1
 
     def add(self, namespace: str, value: str) -> None:
-        table = self.counts.setdefault(namespace, {})
-        table[value] = table.get(value, 0) + 1
+        self._bump(namespace, self.counts.setdefault(namespace, {}), value)
         self.totals[namespace] = self.totals.get(namespace, 0) + 1
 
     def add_set(self, namespace: str, values: set[str] | frozenset[str]) -> None:
         """Count each value once for one record: frequencies become document frequencies."""
         table = self.counts.setdefault(namespace, {})
         for value in values:
-            table[value] = table.get(value, 0) + 1
+            self._bump(namespace, table, value)
         self.totals[namespace] = self.totals.get(namespace, 0) + 1
+
+    def typical(self, namespace: str) -> float | None:
+        """Expected frequency of the value two records agree on, when they agree by chance:
+        sum(f^2) / sum(f). The reference of the term-frequency adjustment: values commoner
+        than this weigh less than the level's weight, rarer ones more."""
+        total = self.totals.get(namespace, 0)
+        sums = self.sums.get(namespace, 0)
+        if total < _MIN_RECORDS_FOR_FREQUENCY or not sums:
+            return None
+        return self.squares.get(namespace, 0) / (total * sums)
 
     def count(self, namespace: str, value: str) -> int:
         return int(self.counts.get(namespace, {}).get(value, 0))
@@ -275,29 +338,29 @@ def fit_from_labels(
     return msgspec.structs.replace(model, fields=tuple(fields), method="labels")
 
 
-def calibrate_from_labels(
-    model: MatchModel, total_weights: Sequence[float], labels: Sequence[bool]
-) -> MatchModel:
-    """Logistic regression of the labels on the total weight (Platt scaling, in bits)."""
-    x = np.asarray(total_weights, dtype=np.float64) * math.log(2)
+def _fit_logistic(
+    features: npt.NDArray[np.float64], labels: Sequence[bool], ridge: float = 1e-3
+) -> npt.NDArray[np.float64]:
+    """Logistic regression of `labels` on the columns of `features` plus an intercept (last
+    coefficient), in bits: P = 1 / (1 + 2 ** -(features @ theta[:-1] + theta[-1]))."""
+    x = np.column_stack([features * math.log(2), np.ones(len(features))])
     y = np.asarray(labels, dtype=np.float64)
-    rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
-    ridge = 1e-3
+    rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6)) if len(y) else 0.5
+    penalty = np.full(x.shape[1], ridge)
+    penalty[-1] = 1e-9  # the intercept is not shrunk
 
     def loss(theta: npt.NDArray[np.float64]) -> float:
-        z = theta[0] * x + theta[1]
-        return float(np.sum(np.logaddexp(0.0, z) - y * z) + ridge * theta[0] ** 2 / 2)
+        z = x @ theta
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + np.sum(penalty * theta**2) / 2)
 
     # Newton-Raphson from the flat model, with a small ridge for nearly separable data and a
     # backtracking line search (weights span tens of bits, so full steps can overshoot).
-    theta = np.array([0.0, math.log(rate / (1 - rate))])
+    theta = np.zeros(x.shape[1])
+    theta[-1] = math.log(rate / (1 - rate))
     for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-np.clip(theta[0] * x + theta[1], -50, 50)))
-        gradient = np.array([np.sum((p - y) * x) + ridge * theta[0], np.sum(p - y)])
-        w = p * (1 - p)
-        hessian = np.array(
-            [[np.sum(w * x * x) + ridge, np.sum(w * x)], [np.sum(w * x), np.sum(w) + 1e-9]]
-        )
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ theta, -50, 50)))
+        gradient = x.T @ (p - y) + penalty * theta
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty)
         step = np.linalg.solve(hessian, gradient)
         current, scale = loss(theta), 1.0
         while scale > 1e-6 and loss(theta - scale * step) > current:
@@ -305,6 +368,43 @@ def calibrate_from_labels(
         theta = theta - scale * step
         if float(np.abs(scale * step).max()) < 1e-9:
             break
-    slope, intercept = float(theta[0]), float(theta[1])
-    calibration = Calibration(slope=slope, intercept=intercept / math.log(2), source="labels")
+    coefficients: npt.NDArray[np.float64] = theta / math.log(2)
+    coefficients[:-1] = theta[:-1]  # feature coefficients act on bits already scaled by ln 2
+    return coefficients
+
+
+def calibrate_from_labels(
+    model: MatchModel, total_weights: Sequence[float], labels: Sequence[bool]
+) -> MatchModel:
+    """Logistic regression of the labels on the total weight (Platt scaling, in bits)."""
+    weights = np.asarray(total_weights, dtype=np.float64).reshape(-1, 1)
+    slope, intercept = (float(v) for v in _fit_logistic(weights, labels))
+    calibration = Calibration(slope=slope, intercept=intercept, source="labels")
     return msgspec.structs.replace(model, calibration=calibration)
+
+
+def competitor_mass(other_weights: Sequence[float]) -> float:
+    """log2(1 + sum of 2^w) over the other candidates of a linkage: 0 without a plausible
+    competitor, about w for one competitor of weight w > 0."""
+    if not other_weights:
+        return 0.0
+    top = max(other_weights)
+    if top > 0:
+        return top + math.log2(2.0**-top + sum(2.0 ** (w - top) for w in other_weights))
+    return math.log2(1.0 + sum(2.0**w for w in other_weights))
+
+
+def calibrate_linkage(
+    model: MatchModel,
+    best_weights: Sequence[float],
+    competitors: Sequence[float],
+    labels: Sequence[bool],
+) -> MatchModel:
+    """Fit the probability that a linkage's best candidate is the right one from its weight
+    and its competitors' mass (`competitor_mass`), on labelled linkages."""
+    features = np.column_stack(
+        [np.asarray(best_weights, dtype=np.float64), np.asarray(competitors, dtype=np.float64)]
+    )
+    best, rivals, intercept = (float(v) for v in _fit_logistic(features, labels))
+    linkage = LinkCalibration(best=best, competitors=rivals, intercept=intercept)
+    return msgspec.structs.replace(model, linkage=linkage)

@@ -15,12 +15,14 @@ from cases.matching.phonetic import phonetic_code
 
 __all__ = [
     "FILLER_WORDS",
+    "SUBSCRIBER_PREFIX",
     "OrgName",
     "PersonName",
     "normalise_identifier",
     "normalise_org_name",
     "normalise_person_name",
     "normalise_phone",
+    "phone_subscriber",
     "to_latin",
 ]
 
@@ -52,6 +54,28 @@ FILLER_WORDS = frozenset(
         "enterprises",
         "enterprise",
         "global",
+        # Sector words of the destination employers and their Malay / Indonesian equivalents
+        # ("tenaga kerja" is "manpower"): as common as "manpower" and as little distinctive.
+        "contracting",
+        "contractors",
+        "construction",
+        "manufacturing",
+        "industries",
+        "industry",
+        "industrial",
+        "plantation",
+        "plantations",
+        "seafood",
+        "seafoods",
+        "food",
+        "foods",
+        "workforce",
+        "staffing",
+        "labour",
+        "labor",
+        "placement",
+        "tenaga",
+        "kerja",
     }
 )
 
@@ -128,8 +152,9 @@ _LEADING_LEGAL_FORMS = {"pt": "pt", "cv": "cv"}
 _LEADING_COURTESY = (("m", "s"), ("messrs",), ("ms",))
 
 _PERSON_COURTESY = frozenset({"mr", "mrs", "ms", "miss", "dr", "sri", "smt", "hajji", "haji"})
-# Patronymic connectors carry no identity of their own (Ahmad bin Ismail, Siti binti Ali).
-_PERSON_CONNECTORS = frozenset({"bin", "binti", "bt", "bte", "so", "do", "wo"})
+# Patronymic connectors carry no identity of their own (Ahmad bin Ismail, Siti binti Ali), nor
+# does the Arabic article, which clerks write attached, hyphenated or not at all (Al-Hassan).
+_PERSON_CONNECTORS = frozenset({"bin", "binti", "bt", "bte", "so", "do", "wo", "al", "el"})
 # Abbreviations written in place of a full given name in passports and registers.
 _PERSON_ABBREVIATIONS = {
     "md": "muhammad",
@@ -270,8 +295,15 @@ def normalise_person_name(name: str) -> PersonName:
     )
 
 
+_INTERNATIONAL_PREFIX = re.compile(r"^\s*(?:00|\+\s*00)\s*")
+
+
 def normalise_phone(raw: str, region: str | None = None) -> str | None:
     """E.164 form of a phone number, using `region` (ISO 3166 alpha-2) for national formats."""
+    if region is None:
+        # "00" is the international call prefix of every corridor country (South Asia, the Gulf,
+        # South-East Asia), so without a region hint "00977 98..." still has a country code.
+        raw = _INTERNATIONAL_PREFIX.sub("+", raw)
     try:
         number = phonenumbers.parse(raw, region.upper() if region else None)
     except phonenumbers.NumberParseException:
@@ -279,6 +311,18 @@ def normalise_phone(raw: str, region: str | None = None) -> str | None:
     if not phonenumbers.is_possible_number(number):
         return None
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def phone_subscriber(raw: str) -> str | None:
+    """The last eight digits of a phone number that could not be put in E.164 form (a national
+    number written without a country): enough to recognise the subscriber, never an exact
+    match. None for fewer than seven digits."""
+    digits = "".join(ch for ch in raw if ch.isdigit())
+    return SUBSCRIBER_PREFIX + digits[-8:] if len(digits) >= 7 else None
+
+
+# Marks a subscriber-only phone, so that it can never equal an E.164 number.
+SUBSCRIBER_PREFIX = "~"
 
 
 def normalise_identifier(raw: str) -> str:

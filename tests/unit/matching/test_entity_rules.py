@@ -1,0 +1,147 @@
+"""Entity resolution rules: sector words down-weighted like trade filler, phones of mentions
+without a country, and the best-candidate probability that accounts for competitors."""
+
+import math
+
+import msgspec
+import numpy as np
+
+from cases.matching import EntityRecord, Matcher, MatchModel, entity_job
+from cases.matching.features import prepare_entity
+from cases.matching.model import (
+    Calibration,
+    FieldModel,
+    Thresholds,
+    calibrate_linkage,
+    competitor_mass,
+)
+from cases.matching.normalise import normalise_org_name
+
+ENTITY_TABLE = {
+    "name": ((0.6, 0.15, 0.1, 0.1, 0.03, 0.02), (0.0005, 0.001, 0.004, 0.01, 0.05, 0.9345)),
+    "licence": ((0.95, 0.04, 0.01), (0.0001, 0.0009, 0.999)),
+    "registration": ((0.9, 0.05, 0.05), (0.0001, 0.0009, 0.999)),
+    "phone": ((0.85, 0.05, 0.1), (0.0001, 0.0004, 0.9995)),
+    "country": ((0.97, 0.03), (0.3, 0.7)),
+    "legal_form": ((0.8, 0.2), (0.3, 0.7)),
+}
+
+
+def _matcher() -> Matcher[EntityRecord, object]:
+    job = entity_job()
+    fields = tuple(
+        FieldModel(f.name, f.levels, m=ENTITY_TABLE[f.name][0], u=ENTITY_TABLE[f.name][1])
+        for f in job.fields
+    )
+    model = MatchModel(
+        job="entity",
+        fields=fields,
+        prior=0.01,
+        calibration=Calibration(slope=1.0, intercept=-6.0, source="labels"),
+        thresholds=Thresholds(0.9, 0.3),
+        method="labels",
+    )
+    return Matcher(job, model)  # type: ignore[arg-type]
+
+
+def _agency(id_: str, name: str, **kwargs: object) -> EntityRecord:
+    return msgspec.convert(
+        {"id": id_, "kind": "agency", "legal_name": name, **kwargs}, EntityRecord
+    )
+
+
+def test_sector_words_are_filler_in_english_and_indonesian() -> None:
+    assert normalise_org_name("PT Kencana Tenaga Kerja").significant == ("kencana",)
+    assert normalise_org_name("Bidda Trading & Contracting W.L.L.").significant == ("bidda",)
+    assert normalise_org_name("Samut Seafood Co., Ltd.").core == "samut"
+    # Kept in the name: two agencies differing only in sector words are still told apart.
+    left, right = normalise_org_name("Putra Plantation"), normalise_org_name("Putra Manufacturing")
+    assert left.compact != right.compact
+
+
+def test_mention_phone_in_national_format_without_country_links_to_the_registry() -> None:
+    matcher = _matcher()
+    registry = [
+        _agency("e1", "Buriram Mekong Co., Ltd.", country="TH", phones=["+66 81 214 8693"]),
+        _agency("e2", "Buriram Mekong Trading Co., Ltd.", country="TH", phones=["+6681999000"]),
+    ]
+    mention = EntityRecord(
+        id="m", kind="mention", legal_name="BURIRAM MEKONG TRADING", phones=("0812148693",)
+    )
+    assert prepare_entity(mention).phones  # kept as subscriber digits, not dropped
+    best = matcher.match_one(mention, matcher.build_index(registry))
+    assert best[0].id == "e1"
+    levels = {f.field: f.level for f in matcher.explain(mention, registry[0]).fields}
+    assert levels["phone"] == "same_subscriber"
+
+
+def test_two_equally_good_registry_entries_split_the_probability() -> None:
+    model = _matcher().model
+    alone = model.link_probability(12.0, [-8.0])
+    contested = model.link_probability(12.0, [12.0])
+    assert alone > 0.95
+    assert contested < 0.5
+    assert math.isclose(competitor_mass([]), 0.0)
+    # A hopeless extra candidate adds nothing; a second plausible one adds about a bit.
+    assert math.isclose(competitor_mass([10.0]), competitor_mass([10.0, -30.0]), abs_tol=1e-6)
+    assert math.isclose(competitor_mass([10.0, 10.0]), 11.0, abs_tol=0.01)
+
+
+def test_an_exact_name_shared_by_two_registry_entries_goes_to_review() -> None:
+    matcher = _matcher()
+    registry = [
+        _agency("e1", "Everest Overseas Pvt Ltd", country="NP"),
+        _agency("e2", "Everest Overseas Private Limited", country="NP"),
+        _agency("e3", "Sagarmatha Kantipur Manpower Pvt Ltd", country="NP"),
+    ]
+    index = matcher.build_index(registry)
+    ambiguous = matcher.match_one(
+        EntityRecord(id="m1", kind="mention", legal_name="Everest Overseas", country="NP"), index
+    )
+    assert ambiguous[0].decision == "review"
+    clear = matcher.match_one(
+        EntityRecord(id="m2", kind="mention", legal_name="SAGARMATHA KANTIPUR MANPOWER"), index
+    )
+    assert clear[0].id == "e3"
+    assert clear[0].decision == "link"
+
+
+def test_linkage_calibration_learns_that_competitors_lower_the_probability() -> None:
+    rng = np.random.default_rng(3)
+    best = rng.normal(10, 4, 4000)
+    rivals = np.maximum(rng.normal(2, 4, 4000), 0)
+    truth = 1 / (1 + 2 ** -(0.8 * best - 0.9 * rivals - 3))
+    labels = (rng.random(4000) < truth).tolist()
+    fitted = calibrate_linkage(_matcher().model, best.tolist(), rivals.tolist(), labels)
+    assert fitted.linkage is not None
+    assert abs(fitted.linkage.best - 0.8) < 0.15
+    assert abs(fitted.linkage.competitors + 0.9) < 0.15
+    assert msgspec.json.decode(msgspec.json.encode(fitted), type=MatchModel) == fitted
+
+
+def test_fit_with_labels_calibrates_the_best_candidate_of_a_linkage() -> None:
+    words = "Everest Sagarmatha Kantipur Lumbini Annapurna Gorkha Janakpur Pokhara Makalu Koshi"
+    fillers = ("Overseas", "Manpower", "Human Resources")
+    registry = [
+        _agency(f"e{i}-{j}", f"{word} {filler} Pvt Ltd", country="NP")
+        for i, word in enumerate(words.split())
+        for j, filler in enumerate(fillers)
+    ]
+    mentions, truth = [], {}
+    for k, entity in enumerate(registry):
+        # Half the mentions drop the filler word: ambiguous between three siblings.
+        name = entity.legal_name.split()[0] if k % 2 else entity.legal_name.upper()
+        mentions.append(EntityRecord(id=f"m{k}", kind="mention", legal_name=name))
+        truth[f"m{k}"] = entity.id
+    matcher = Matcher(entity_job()).fit(
+        mentions, against=registry, same=lambda m, e: truth.get(m) == e, random_pairs=2000
+    )
+    assert matcher.model.linkage is not None
+    index = matcher.build_index(registry)
+    clear = matcher.match_one(
+        EntityRecord(id="q1", kind="mention", legal_name="KOSHI HUMAN RESOURCES"), index
+    )[0]
+    vague = matcher.match_one(EntityRecord(id="q2", kind="mention", legal_name="Koshi"), index)[0]
+    assert clear.id == "e9-2"
+    assert clear.probability > vague.probability
+    assert vague.decision != "link"
