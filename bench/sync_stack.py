@@ -154,6 +154,9 @@ async def fairwatch_app(dsn: str, tmp: Path, profile: Path | None = None) -> Asy
         "FAIRWATCH_LOG_JSON": "false",
         "FAIRWATCH_CREATE_DEMO": "false",
         "FAIRWATCH_DB_POOL_MAX": "12",
+        "FAIRWATCH_RATE_ANONYMOUS_PER_MINUTE": "0",
+        "FAIRWATCH_RATE_STAFF_PER_MINUTE": "0",
+        "FAIRWATCH_RATE_DEVICE_PER_MINUTE": "0",
     }
     prefix = [sys.executable] + (["-m", "cProfile", "-o", str(profile)] if profile else [])
     argv = [*prefix, "-m", "server", "serve", "--role", "api", "--no-migrate"]

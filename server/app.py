@@ -20,6 +20,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from server.auth import AuthMiddleware, Principal, device_of, principal_of
 from server.logs import RequestIdMiddleware
 from server.problems import exception_handlers
+from server.ratelimit import RateLimitMiddleware, RateLimits
 from server.resources import provide_conn
 from server.routes import (
     alerts,
@@ -92,6 +93,20 @@ def _provide_device(request: Request) -> DeviceAuth:  # type: ignore[type-arg]
     return device_of(request)
 
 
+def _rate_limits(settings: Settings) -> RateLimits:
+    def burst(per_minute: int) -> int:
+        return max(10, per_minute // 4)
+
+    return RateLimits(
+        device_per_minute=settings.rate_device_per_minute,
+        device_burst=burst(settings.rate_device_per_minute),
+        staff_per_minute=settings.rate_staff_per_minute,
+        staff_burst=burst(settings.rate_staff_per_minute),
+        anonymous_per_minute=settings.rate_anonymous_per_minute,
+        anonymous_burst=burst(settings.rate_anonymous_per_minute),
+    )
+
+
 def create_app(settings: Settings, *, background: frozenset[str] = frozenset()) -> Litestar:
     """Build the app; ``background`` may hold "worker" and "scheduler" to run them in-process."""
 
@@ -134,6 +149,8 @@ def create_app(settings: Settings, *, background: frozenset[str] = frozenset()) 
             DefineMiddleware(
                 AuthMiddleware, exclude_from_auth_key="exclude_from_auth", exclude=["^/docs"]
             ),
+            # After authentication, so that limits count per device and per staff member.
+            DefineMiddleware(RateLimitMiddleware, limits=_rate_limits(settings)),
         ],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,

@@ -188,6 +188,15 @@ def _handle_unavailable(request: Request[Any, Any, Any], exc: StorageUnavailable
     )
 
 
+def _handle_undecodable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # The JSON decoder gives up on absurd nesting (RecursionError) and on strings that are not
+    # UTF-8: both are the client's bytes, not our bug.
+    return _respond(
+        request,
+        _simple(400, "malformed-body", "The request body cannot be decoded", type(exc).__name__),
+    )
+
+
 def _handle_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     # The traceback goes to the log with the request id; the client learns nothing internal.
     _log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -214,6 +223,8 @@ def _handle_master_key(request: Request[Any, Any, Any], exc: MasterKeyUnavailabl
 
 
 exception_handlers: ExceptionHandlersMap = {
+    RecursionError: _handle_undecodable,
+    UnicodeDecodeError: _handle_undecodable,
     AttachmentRefused: _handle_attachment,
     MasterKeyUnavailable: _handle_master_key,
     ProblemError: _handle_problem_error,

@@ -61,6 +61,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_json: bool = True
     create_demo: bool = True
     worker_poll_seconds: float = 1.0
+    # Requests per minute (sustained) per device, per staff member, per address without login;
+    # 0 turns a limit off. Bursts are a quarter of a minute's allowance (at least 10).
+    rate_device_per_minute: int = 120
+    rate_staff_per_minute: int = 600
+    rate_anonymous_per_minute: int = 30
 
     @property
     def embedded_database(self) -> bool:
@@ -245,4 +250,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_json=_bool(env, "FAIRWATCH_LOG_JSON", True),
         create_demo=_bool(env, "FAIRWATCH_CREATE_DEMO", not production),
         worker_poll_seconds=_float(env, "FAIRWATCH_WORKER_POLL_SECONDS", 1.0, 0.05, 60.0),
+        rate_device_per_minute=_int(env, "FAIRWATCH_RATE_DEVICE_PER_MINUTE", 120, 0, 10**6),
+        rate_staff_per_minute=_int(env, "FAIRWATCH_RATE_STAFF_PER_MINUTE", 600, 0, 10**6),
+        rate_anonymous_per_minute=_int(env, "FAIRWATCH_RATE_ANONYMOUS_PER_MINUTE", 30, 0, 10**6),
     )

@@ -57,9 +57,16 @@ def all_handlers() -> dict[str, JobHandler]:
     """The handlers of every area, gathered in one place (each area keeps its own module)."""
     from server.case_jobs import HANDLERS as CASE_HANDLERS
     from server.matching_jobs import HANDLERS as MATCHING_HANDLERS
+    from server.retention import HANDLERS as RETENTION_HANDLERS
     from server.risk_jobs import HANDLERS as RISK_HANDLERS
 
-    return {**JOB_HANDLERS, **MATCHING_HANDLERS, **CASE_HANDLERS, **RISK_HANDLERS}
+    return {
+        **JOB_HANDLERS,
+        **MATCHING_HANDLERS,
+        **CASE_HANDLERS,
+        **RISK_HANDLERS,
+        **RETENTION_HANDLERS,
+    }
 
 
 async def run_worker_once(

@@ -6,6 +6,7 @@ the device's value, or sets another, as a new report version that the monitor's 
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -19,7 +20,7 @@ from storage.errors import NotFound, StorageError
 from storage.feed import publish_report_state
 from storage.keyring import Keyring
 from storage.queries import Q
-from storage.reports import ReportStore
+from storage.reports import ReportStore, conflict_context, is_sensitive_path
 from sync.merge import report_fields, set_field_path
 
 __all__ = [
@@ -64,40 +65,77 @@ class Conflict(msgspec.Struct, frozen=True):
     resolved_by: uuid.UUID | None
     resolution: str | None
     resolved_value: Any
+    # True when the values are about the worker's identity or the exact place and the caller's
+    # role may not see them: they are then left out (null).
+    withheld: bool = False
 
 
 def _json(text: str | None) -> Any:
     return None if text is None else msgspec.json.decode(text)
 
 
+async def _open(
+    conn: Conn,
+    keyring: Keyring,
+    org_id: uuid.UUID,
+    report_id: uuid.UUID,
+    path: str,
+    which: str,
+    text: str | None,
+) -> Any:
+    """A stored conflict value, unsealed if it was sealed."""
+    value = _json(text)
+    if isinstance(value, dict) and set(value) == {"sealed"}:
+        sealed = base64.b64decode(value["sealed"])
+        context = conflict_context(report_id, path, which)
+        return await keyring.decrypt_struct(conn, org_id, sealed, context, object)
+    return value
+
+
 async def list_conflicts(
     conn: Conn,
+    keyring: Keyring,
     org_id: uuid.UUID,
     *,
     include_resolved: bool,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
+    reveal_sensitive: bool,
 ) -> list[Conflict]:
     created, last = after if after is not None else (_EPOCH, _NIL)
     rows = await conn.fetch(Q.list_conflicts, org_id, include_resolved, created, last, limit)
-    return [
-        Conflict(
-            id=r["id"],
-            report_id=r["report_id"],
-            field=r["field"],
-            base_value=_json(r["base_value"]),
-            server_value=_json(r["server_value"]),
-            incoming_value=_json(r["incoming_value"]),
-            mutation_id=r["mutation_id"],
-            device_id=r["device_id"],
-            created_at=r["created_at"],
-            resolved_at=r["resolved_at"],
-            resolved_by=r["resolved_by"],
-            resolution=r["resolution"],
-            resolved_value=_json(r["resolved_value"]),
+    out = []
+    for r in rows:
+        withheld = is_sensitive_path(r["field"]) and not reveal_sensitive
+        values = [
+            None
+            if withheld
+            else await _open(conn, keyring, org_id, r["report_id"], r["field"], which, r[column])
+            for which, column in (
+                ("base", "base_value"),
+                ("server", "server_value"),
+                ("incoming", "incoming_value"),
+            )
+        ]
+        out.append(
+            Conflict(
+                id=r["id"],
+                report_id=r["report_id"],
+                field=r["field"],
+                base_value=values[0],
+                server_value=values[1],
+                incoming_value=values[2],
+                mutation_id=r["mutation_id"],
+                device_id=r["device_id"],
+                created_at=r["created_at"],
+                resolved_at=r["resolved_at"],
+                resolved_by=r["resolved_by"],
+                resolution=r["resolution"],
+                resolved_value=None if withheld else _json(r["resolved_value"]),
+                withheld=withheld,
+            )
         )
-        for r in rows
-    ]
+    return out
 
 
 async def resolve_conflict(
@@ -124,9 +162,18 @@ async def resolve_conflict(
         version = current.version
         chosen: Any = None
         if resolution is not Resolution.KEEP_SERVER:
-            chosen = (
-                _json(row["incoming_value"]) if resolution is Resolution.TAKE_INCOMING else value
-            )
+            if resolution is Resolution.TAKE_INCOMING:
+                chosen = await _open(
+                    conn,
+                    keyring,
+                    org_id,
+                    row["report_id"],
+                    row["field"],
+                    "incoming",
+                    row["incoming_value"],
+                )
+            else:
+                chosen = value
             fields = set_field_path(report_fields(current.report), row["field"], chosen)
             try:
                 updated = msgspec.convert(fields, Report)
@@ -135,13 +182,15 @@ async def resolve_conflict(
             if updated != current.report:
                 version += 1
                 await store.update(org_id, updated, version, uuid.uuid4())
+        # The resolved value of a sensitive field lives in the report (sealed), not here.
+        kept = None if is_sensitive_path(row["field"]) else chosen
         await conn.execute(
             Q.resolve_conflict,
             org_id,
             conflict_id,
             user_id,
             resolution.value,
-            msgspec.json.encode(chosen).decode(),
+            msgspec.json.encode(kept).decode(),
         )
         await publish_report_state(
             conn, org_id, current.monitor_id, row["report_id"], current.report.attachments

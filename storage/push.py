@@ -91,7 +91,12 @@ async def execute_push(
                 mutation_id=r["mutation_id"],
                 seq=r["seq"],
                 body_hash=r["body_hash"],
-                mutation=decode_one_mutation(r["body"], WireFormat(r["body_format"])),
+                mutation=decode_one_mutation(
+                    await keyring.decrypt(
+                        conn, device.org_id, r["body"], _held_context(device.id, r["mutation_id"])
+                    ),
+                    WireFormat(r["body_format"]),
+                ),
                 received_at=r["received_at"],
             )
             for r in await conn.fetch(Q.held_mutations, device.id)
@@ -176,7 +181,13 @@ async def execute_push(
                 hold.mutation_id,
                 hold.seq,
                 hold.body_hash,
-                bytes(raw_by_id[hold.mutation_id]),
+                # Sealed: a waiting mutation may carry a worker's identity.
+                await keyring.encrypt(
+                    conn,
+                    device.org_id,
+                    bytes(raw_by_id[hold.mutation_id]),
+                    _held_context(device.id, hold.mutation_id),
+                ),
                 fmt.value,
                 hold.received_at,
             )
@@ -214,6 +225,10 @@ async def _queue_matching(conn: Conn, device: DeviceAuth, report_id: uuid.UUID) 
         org_id=device.org_id,
         dedupe_key=str(report_id),
     )
+
+
+def _held_context(device_id: uuid.UUID, mutation_id: uuid.UUID) -> bytes:
+    return f"sync_held:{device_id}:{mutation_id}".encode()
 
 
 def _mutation_id(mutation: object) -> uuid.UUID:

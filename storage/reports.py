@@ -7,6 +7,7 @@ place are sealed (``storage.keyring``): a database dump shows neither.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import uuid
 from typing import Any
@@ -21,7 +22,14 @@ from storage.queries import Q
 from sync.apply import StoredReport
 from sync.merge import FieldConflict
 
-__all__ = ["ReportStore", "SealedParts", "sealed_context", "split_sensitive"]
+__all__ = [
+    "ReportStore",
+    "SealedParts",
+    "conflict_context",
+    "is_sensitive_path",
+    "sealed_context",
+    "split_sensitive",
+]
 
 
 class SealedParts(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -55,6 +63,15 @@ def _join(clear: Report, parts: SealedParts | None) -> Report:
 
 
 _ENCODER = msgspec.json.Encoder()
+
+
+def is_sensitive_path(path: str) -> bool:
+    """Report fields whose values are sealed wherever they are stored (see SealedParts)."""
+    return path.split("[", 1)[0].split(".", 1)[0] in ("worker", "location")
+
+
+def conflict_context(report_id: uuid.UUID, path: str, which: str) -> bytes:
+    return f"report_conflicts:{report_id}:{path}:{which}".encode()
 
 
 def sealed_context(report_id: uuid.UUID) -> bytes:
@@ -186,20 +203,19 @@ class ReportStore:
         mutation_id: uuid.UUID,
         device_id: uuid.UUID,
     ) -> None:
-        def enc(value: Any) -> str:
-            return _ENCODER.encode(value).decode()
-
         for c in conflicts:
+            values = []
+            for which, value in (("base", c.base), ("server", c.server), ("incoming", c.incoming)):
+                if is_sensitive_path(c.path) and value is not None:
+                    # A conflict over the worker's identity or the exact place must not write
+                    # them in clear: sealed like the report itself.
+                    sealed = await self._keyring.encrypt_struct(
+                        self._conn, org_id, value, conflict_context(report_id, c.path, which)
+                    )
+                    value = {"sealed": base64.b64encode(sealed).decode()}
+                values.append(_ENCODER.encode(value).decode())
             await self._conn.execute(
-                Q.insert_conflict,
-                org_id,
-                report_id,
-                c.path,
-                enc(c.base),
-                enc(c.server),
-                enc(c.incoming),
-                mutation_id,
-                device_id,
+                Q.insert_conflict, org_id, report_id, c.path, *values, mutation_id, device_id
             )
 
     async def _set_attachments(self, org_id: uuid.UUID, report: Report) -> None:

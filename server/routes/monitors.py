@@ -20,6 +20,7 @@ from server.pagination import Page, decode_page_token, encode_page_token
 from server.passwords import hash_token
 from server.problems import FieldError, ProblemError
 from server.resources import Db
+from server.routes.account_security import audit_staff
 from server.routes.sync import normalise_code
 from storage.devices import DeviceRepository, DeviceStatus, Monitor, MonitorRepository
 
@@ -137,9 +138,15 @@ async def create_enrollment_code(
     raw = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(12))
     code = f"{raw[:4]}-{raw[4:8]}-{raw[8:]}"
     expires = datetime.now(UTC) + CODE_TTL
-    await MonitorRepository(db).add_enrollment_code(
-        principal.org_id, monitor_id, hash_token(normalise_code(code)), principal.user_id, expires
-    )
+    async with db.transaction():
+        await MonitorRepository(db).add_enrollment_code(
+            principal.org_id,
+            monitor_id,
+            hash_token(normalise_code(code)),
+            principal.user_id,
+            expires,
+        )
+        await audit_staff(db, principal, "device.enrollment_code", "monitor", monitor_id)
     return EnrollmentCode(code=code, monitor_id=monitor_id, expires_at=expires)
 
 
@@ -165,5 +172,7 @@ async def list_devices(
 async def revoke_device(
     principal: Caller, db: Db, device_id: FromPath[uuid.UUID], data: JSONBody[Revocation]
 ) -> Revoked:
-    revoked_at = await DeviceRepository(db).revoke(principal.org_id, device_id, data.reason)
+    async with db.transaction():
+        revoked_at = await DeviceRepository(db).revoke(principal.org_id, device_id, data.reason)
+        await audit_staff(db, principal, "device.revoke", "device", device_id, reason=data.reason)
     return Revoked(device_id=device_id, revoked_at=revoked_at)

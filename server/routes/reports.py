@@ -123,13 +123,21 @@ async def get_report(
 async def list_report_conflicts(
     principal: Caller,
     db: Db,
+    state: State,
     include_resolved: FromQuery[bool] = False,
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     page_token: Annotated[str | None, QueryParameter(max_length=200)] = None,
 ) -> Page[Conflict]:
     after = decode_page_token(page_token, tuple[datetime, uuid.UUID]) if page_token else None
+    reveal = FieldClass.SENSITIVE in ROLE_CLASSES[principal.role]
     items = await list_conflicts(
-        db, principal.org_id, include_resolved=include_resolved, after=after, limit=limit + 1
+        db,
+        resources_of(state).keyring,
+        principal.org_id,
+        include_resolved=include_resolved,
+        after=after,
+        limit=limit + 1,
+        reveal_sensitive=reveal,
     )
     more = len(items) > limit
     items = items[:limit]

@@ -17,6 +17,7 @@ from server.pagination import Page, decode_page_token, encode_page_token
 from server.passwords import hash_password, password_problem
 from server.problems import FieldError, ProblemError
 from server.resources import Db
+from server.routes.account_security import audit_staff
 from storage.accounts import OrgRepository, SessionRepository, UserRepository
 
 __all__ = ["create_user", "get_org", "get_user", "list_users", "update_user"]
@@ -73,9 +74,12 @@ async def list_users(
 async def create_user(principal: Caller, db: Db, data: JSONBody[NewUser]) -> StaffUser:
     if (reason := password_problem(data.password)) is not None:
         raise _weak_password(reason)
-    return await UserRepository(db).add(
-        principal.org_id, data.email, data.display_name, data.role, hash_password(data.password)
-    )
+    async with db.transaction():
+        user = await UserRepository(db).add(
+            principal.org_id, data.email, data.display_name, data.role, hash_password(data.password)
+        )
+        await audit_staff(db, principal, "staff.create", "user", user.id, role=user.role.value)
+    return user
 
 
 @get("/v1/users/{user_id:uuid}", guards=[requires(Role.ORG_ADMIN)], tags=["users"])
@@ -92,4 +96,6 @@ async def update_user(
         user = await UserRepository(db).set_active(principal.org_id, user_id, data.is_active)
         if not data.is_active:
             await SessionRepository(db).revoke_all(principal.org_id, user_id)
+        action = "staff.reactivate" if data.is_active else "staff.deactivate"
+        await audit_staff(db, principal, action, "user", user_id)
     return user

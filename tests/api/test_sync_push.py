@@ -308,3 +308,43 @@ async def test_retired_category_is_refused_with_its_own_reason(
     [result] = (await push(client, phone, [old]))["results"]
     assert (result["status"], result["reason"]) == ("rejected", "retired_category")
     assert "FL.PASSPORT_RETENTION" in result["detail"]
+
+
+async def test_conflicts_over_identity_are_sealed_and_shown_by_role(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    async with pool.acquire() as conn:
+        slug = await conn.fetchval("SELECT slug FROM orgs WHERE id = $1", staff.org_id)
+    admin = await make_actor(client, pool, Role.ORG_ADMIN, org_slug=slug)
+    monitor = await new_monitor(client, staff)
+    first = await enroll(client, await enrollment_code(client, staff, monitor))
+    second = await enroll(client, await enrollment_code(client, staff, monitor))
+    body = report()
+    await push(client, first, [create(first, body)])
+    await push(client, first, [amend(first, body["id"], 1, {"worker": {"name": "Ram B. Thapa"}})])
+    [result] = (
+        await push(
+            client, second, [amend(second, body["id"], 1, {"worker": {"name": "Rama Thapa"}})]
+        )
+    )["results"]
+    assert result["status"] == "conflict"
+    async with pool.acquire() as conn:
+        raw = [repr(dict(r)) for r in await conn.fetch("SELECT * FROM report_conflicts")]
+    assert raw
+    assert all("Rama Thapa" not in row and "Ram B. Thapa" not in row for row in raw)
+    seen = (await client.get("/v1/conflicts", headers=staff.headers)).json()["items"]
+    assert all(c["withheld"] is False for c in seen)
+    assert any("Rama Thapa" in repr(c["incoming_value"]) for c in seen)
+    hidden = (await client.get("/v1/conflicts", headers=admin.headers)).json()["items"]
+    assert [c["id"] for c in hidden] == [c["id"] for c in seen]
+    assert all(c["withheld"] is True and c["incoming_value"] is None for c in hidden)
+    name_conflict = next(c for c in seen if "Rama Thapa" in repr(c["incoming_value"]))
+    taken = await client.post(
+        f"/v1/conflicts/{name_conflict['id']}/resolve",
+        json={"resolution": "take_incoming"},
+        headers=staff.headers,
+    )
+    assert taken.status_code == 200, taken.text
+    view = await client.get(f"/v1/reports/{body['id']}", headers=staff.headers)
+    assert view.json()["report"]["worker"]["name"] == "Rama Thapa"

@@ -49,6 +49,9 @@ def live_server(database_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> 
             "FAIRWATCH_LOG_JSON": "false",
             "FAIRWATCH_LOG_LEVEL": "WARNING",
             "FAIRWATCH_DB_POOL_MAX": "12",
+            "FAIRWATCH_RATE_ANONYMOUS_PER_MINUTE": "0",
+            "FAIRWATCH_RATE_STAFF_PER_MINUTE": "0",
+            "FAIRWATCH_RATE_DEVICE_PER_MINUTE": "0",
         }
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -47,6 +47,9 @@ def server_process(database_dsn: str, tmp_path: Path) -> Iterator[tuple[str, int
         "FAIRWATCH_DATA_DIR": str(tmp_path),
         "FAIRWATCH_CREATE_DEMO": "false",
         "FAIRWATCH_LOG_LEVEL": "WARNING",
+        "FAIRWATCH_RATE_ANONYMOUS_PER_MINUTE": "0",
+        "FAIRWATCH_RATE_STAFF_PER_MINUTE": "0",
+        "FAIRWATCH_RATE_DEVICE_PER_MINUTE": "0",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--role", "api", "--no-migrate",

@@ -1,0 +1,129 @@
+-- Protection of workers and reporters (storage/staff_security.py, storage/retention.py).
+
+-- name: upsert_pending_totp
+-- A new (unconfirmed) secret replaces an unconfirmed one, never a confirmed one: returns no row
+-- when the user already has a second factor in use.
+INSERT INTO staff_totp (user_id, org_id, sealed_secret)
+VALUES ($1, $2, $3)
+ON CONFLICT (user_id) DO UPDATE
+SET sealed_secret = excluded.sealed_secret, created_at = now(), confirmed_at = NULL, last_step = 0
+WHERE staff_totp.confirmed_at IS NULL
+RETURNING user_id;
+
+-- name: lock_totp
+SELECT sealed_secret, confirmed_at, last_step
+FROM staff_totp WHERE org_id = $1 AND user_id = $2
+FOR UPDATE;
+
+-- name: totp_enabled
+SELECT confirmed_at IS NOT NULL FROM staff_totp WHERE org_id = $1 AND user_id = $2;
+
+-- name: confirm_totp
+UPDATE staff_totp SET confirmed_at = now(), last_step = $3 WHERE org_id = $1 AND user_id = $2;
+
+-- name: use_totp_step
+-- Atomic replay protection: a step is accepted once, and never one older than the last.
+UPDATE staff_totp SET last_step = $3
+WHERE org_id = $1 AND user_id = $2 AND last_step < $3
+RETURNING user_id;
+
+-- name: delete_totp
+DELETE FROM staff_totp WHERE org_id = $1 AND user_id = $2 RETURNING user_id;
+
+-- name: record_login_failure_backoff
+-- Each consecutive failure from the LOCK_AFTER-th on locks the account for twice as long as the
+-- previous one (base, 2 base, 4 base ... up to a cap); a success resets the streak.
+UPDATE staff_users
+SET failed_logins = failed_logins + 1,
+    locked_until = CASE
+        WHEN failed_logins + 1 >= $2 THEN now() + make_interval(
+            secs => least($4::double precision,
+                          $3::double precision * power(2, least(failed_logins + 1 - $2, 30))))
+        ELSE locked_until END
+WHERE id = $1
+RETURNING failed_logins, locked_until;
+
+-- name: void_password_resets
+UPDATE password_resets SET used_at = now() WHERE user_id = $1 AND used_at IS NULL;
+
+-- name: insert_password_reset
+INSERT INTO password_resets (token_hash, org_id, user_id, created_by, expires_at)
+VALUES ($1, $2, $3, $4, $5);
+
+-- name: claim_password_reset
+UPDATE password_resets SET used_at = now()
+WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
+RETURNING org_id, user_id;
+
+-- name: set_password_after_reset
+UPDATE staff_users
+SET password_hash = $3, failed_logins = 0, locked_until = NULL, updated_at = now()
+WHERE org_id = $1 AND id = $2 AND is_active
+RETURNING id;
+
+-- name: get_retention_settings
+SELECT org_id, redact_after_days, legal_hold, version, updated_at
+FROM retention_settings WHERE org_id = $1;
+
+-- name: put_retention_settings
+INSERT INTO retention_settings (org_id, redact_after_days, legal_hold, updated_by)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (org_id) DO UPDATE
+SET redact_after_days = excluded.redact_after_days, legal_hold = excluded.legal_hold,
+    updated_by = excluded.updated_by, updated_at = now(),
+    version = retention_settings.version + 1
+RETURNING org_id, redact_after_days, legal_hold, version, updated_at;
+
+-- name: retention_orgs
+SELECT org_id, redact_after_days FROM retention_settings
+WHERE redact_after_days IS NOT NULL AND NOT legal_hold
+ORDER BY org_id;
+
+-- name: lock_retention_settings
+-- Taken by the job so a legal hold set meanwhile waits for (or stops) this org's redaction.
+SELECT redact_after_days, legal_hold FROM retention_settings WHERE org_id = $1 FOR SHARE;
+
+-- name: reports_due_for_redaction
+-- Reports followed in a case closed more than $2 days ago (closing time from the timeline, or
+-- the case's last update when the timeline has no closing event).
+SELECT r.id, c.id AS case_id
+FROM reports r
+JOIN case_reports cr ON cr.report_id = r.id AND cr.org_id = r.org_id
+JOIN cases c ON c.org_id = cr.org_id AND c.id = cr.case_id
+WHERE r.org_id = $1
+  AND r.redacted_at IS NULL
+  AND c.status = 'closed'
+  AND coalesce(
+        (SELECT max(e.at) FROM case_events e
+         WHERE e.org_id = c.org_id AND e.case_id = c.id AND e.to_state = 'closed'),
+        c.updated_at) < now() - make_interval(days => $2)
+ORDER BY r.id
+LIMIT $3
+FOR UPDATE OF r SKIP LOCKED;
+
+-- name: redact_report
+UPDATE reports SET sealed = NULL, redacted_at = now()
+WHERE org_id = $1 AND id = $2 AND redacted_at IS NULL
+RETURNING id;
+
+-- name: redact_report_versions
+UPDATE report_versions SET sealed = NULL WHERE report_id = $1 AND sealed IS NOT NULL;
+
+-- name: get_privacy_settings
+SELECT org_id, analyst_cell_resolution, version, updated_at
+FROM privacy_settings WHERE org_id = $1;
+
+-- name: put_privacy_settings
+INSERT INTO privacy_settings (org_id, analyst_cell_resolution, updated_by)
+VALUES ($1, $2, $3)
+ON CONFLICT (org_id) DO UPDATE
+SET analyst_cell_resolution = excluded.analyst_cell_resolution,
+    updated_by = excluded.updated_by, updated_at = now(), version = privacy_settings.version + 1
+RETURNING org_id, analyst_cell_resolution, version, updated_at;
+
+-- name: data_keys_to_rewrap_by_org
+SELECT org_id, count(*) AS n FROM org_data_keys WHERE master_key_id <> $1
+GROUP BY org_id ORDER BY org_id;
+
+-- name: list_org_slugs
+SELECT id, slug FROM orgs ORDER BY slug;
