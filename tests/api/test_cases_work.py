@@ -12,10 +12,6 @@ import asyncpg
 import pytest
 
 from cases.accounts import Role
-from server.passwords import hash_token
-from storage.devices import DeviceRepository
-from storage.tasks import answer_task
-from sync.messages import AnswerTask
 from tests.api.conftest import Actor, make_actor
 from tests.api.sync_support import Client, Phone, create, new_phone, pull_all, push, report
 
@@ -47,18 +43,18 @@ async def to_open(client: Client, staff: Actor, case: dict[str, Any]) -> dict[st
     return case
 
 
-async def answer(pool: asyncpg.Pool, phone: Phone, task_id: str, seq: int) -> Any:
-    mutation = AnswerTask(
-        seq=seq,
-        mutation_id=uuid.uuid4(),
-        recorded_at=dt.datetime.now(dt.UTC),
-        task_id=uuid.UUID(task_id),
-        answer="Photographed the contract; salary differs from the offer.",
-    )
-    async with pool.acquire() as conn, conn.transaction():
-        device = await DeviceRepository(conn).resolve(hash_token(phone.credential))
-        assert device is not None
-        return await answer_task(conn, device, mutation, dt.datetime.now(dt.UTC))
+async def answer(client: Client, phone: Phone, task_id: str) -> Any:
+    """The monitor answers through sync push, as the phone app does."""
+    mutation = {
+        "kind": "answer_task",
+        "seq": phone.seq(),
+        "mutation_id": str(uuid.uuid4()),
+        "recorded_at": dt.datetime.now(dt.UTC).isoformat(),
+        "task_id": task_id,
+        "answer": "Photographed the contract; salary differs from the offer.",
+    }
+    [result] = (await push(client, phone, [mutation]))["results"]
+    return result
 
 
 async def test_task_reaches_the_monitor_and_its_answer_comes_back(
@@ -85,11 +81,12 @@ async def test_task_reaches_the_monitor_and_its_answer_comes_back(
     other_phone = await new_phone(client, staff)
     assert not [c for c in (await pull_all(client, other_phone))[0] if c["kind"] == "task"]
 
-    assert (await answer(pool, other_phone, task["id"], 1)).reason == "not_owner"
-    applied = await answer(pool, phone, task["id"], 2)
-    assert applied.status == "applied" and applied.version == 2
-    assert (await answer(pool, phone, task["id"], 3)).reason == "task_closed"
-    assert (await answer(pool, phone, str(uuid.uuid4()), 4)).reason == "not_found"
+    assert (await answer(client, other_phone, task["id"]))["reason"] == "not_owner"
+    applied = await answer(client, phone, task["id"])
+    assert applied["status"] == "applied"
+    assert applied["version"] == 2
+    assert (await answer(client, phone, task["id"]))["reason"] == "task_closed"
+    assert (await answer(client, phone, str(uuid.uuid4())))["reason"] == "not_found"
 
     tasks = (await client.get(f"/v1/cases/{case['id']}/tasks", headers=staff.headers)).json()
     assert tasks[0]["status"] == "answered" and tasks[0]["answer"].startswith("Photographed")
