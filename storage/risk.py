@@ -48,6 +48,8 @@ class ScanParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 
     h3_resolution: Annotated[int, Meta(ge=3, le=10)] = 7
     max_rings: Annotated[int, Meta(ge=0, le=100)] | None = None
+    # K: a circle holds at most the K nearest cells (SaTScan's "maximum locations" style cap).
+    k_nearest: Annotated[int, Meta(ge=1, le=5000)] | None = None
     max_radius_km: Annotated[float, Meta(ge=0.0, le=500.0)] = 10.0
     max_window_days: Annotated[int, Meta(ge=1, le=90)] = 7
     study_days: Annotated[int, Meta(ge=2, le=730)] = 365

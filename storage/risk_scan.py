@@ -216,6 +216,7 @@ def _space_time(
             min_monitors=params.min_monitors,
             replicas=params.replicas,
             seed=params.seed or 0,
+            max_neighbours=params.k_nearest,
         ),
     )
     summary.update(

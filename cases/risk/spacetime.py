@@ -54,9 +54,13 @@ class SpaceTimeParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     replicas: Annotated[int, msgspec.Meta(ge=0, le=99_999)] = 999
     sequential_stop: Annotated[int, msgspec.Meta(ge=0)] = 50
     seed: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # K: at most this many nearest locations in a circle (None: only the radius and case caps).
+    max_neighbours: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
     def __post_init__(self) -> None:
         # Meta constraints bind on decode; direct construction gets the same checks here.
+        if self.max_neighbours is not None and self.max_neighbours < 1:
+            raise ValueError("max_neighbours must be at least 1")
         if self.study_days < 1 or not 1 <= self.max_window_days <= self.study_days:
             raise ValueError("need 1 <= max_window_days <= study_days")
         if not 0.0 < self.max_case_fraction <= 0.5 or self.max_radius_km < 0:
@@ -296,7 +300,13 @@ def scan_space_time(
     points = np.asarray(locations, dtype=np.float64).reshape(-1, 2)
     n_loc, n_win = len(points), params.max_window_days
     data = individual_cases(cases, n_loc, params.study_days)
-    zones = build_zones(points, data.unit_totals, params.max_radius_km, params.max_case_fraction)
+    zones = build_zones(
+        points,
+        data.unit_totals,
+        params.max_radius_km,
+        params.max_case_fraction,
+        params.max_neighbours,
+    )
     # Cases in the last w+1 days, for w = 0..W-1: invariant under the date shuffle.
     window_cases = np.cumsum(data.day_totals[::-1][:n_win])
     window_share = window_cases / max(data.total, 1.0)

@@ -80,8 +80,13 @@ def build_zones(
     location_cases: NDArray[np.float64],
     max_radius_km: float,
     max_case_fraction: float,
+    max_neighbours: int | None = None,
 ) -> CandidateZones:
-    """Candidate circles around every location (``locations`` is an (n, 2) array of lat, lon)."""
+    """Candidate circles around every location (``locations`` is an (n, 2) array of lat, lon).
+
+    ``max_neighbours`` (K) limits a circle to the K nearest locations, centre included; a group
+    of locations at the same distance is never split, so a circle may stop short of K.
+    """
     points = sphere_points(locations[:, 0], locations[:, 1])
     total = float(location_cases.sum())
     case_cap = max_case_fraction * total
@@ -107,6 +112,11 @@ def build_zones(
         # and zones are nested, so the first zone over the case cap ends the list.
         end = np.ones(len(idx), dtype=np.int8)
         end[:-1] = dist[1:] > dist[:-1]
+        if max_neighbours is not None and len(idx) > max_neighbours:
+            boundaries = np.nonzero(end[:max_neighbours] == 1)[0]
+            k = int(boundaries[-1]) + 1 if len(boundaries) else 1
+            idx, dist, cases, end = idx[:k], dist[:k], cases[:k], end[:k]
+            end[-1] = 1
         over = np.nonzero((cases > case_cap) & (end == 1))[0]
         if len(over):
             cut = int(over[0])

@@ -263,3 +263,15 @@ async def test_org_admin_manages_schedules_and_threshold(
     assert (await client.get("/v1/risk/schedules", headers=analyst.headers)).status_code == 403
     r = await client.delete(f"/v1/risk/schedules/{schedule['id']}", headers=admin.headers)
     assert r.status_code == 204
+
+
+async def test_k_nearest_cells_bounds_every_circle(client: Client, pool: asyncpg.Pool) -> None:
+    analyst = await make_actor(client, pool, Role.ANALYST)
+    seeded = await _seed(pool, analyst)
+    run = await _scan(
+        client, analyst, seeded.analysis_date, raise_alerts=False, k_nearest=2, entity_scan=False
+    )
+    clusters = _scan_of(run, "space_time", "all")["clusters"]
+    assert clusters
+    assert all(len(c["cells"]) <= 2 for c in clusters)
+    assert run["params"]["k_nearest"] == 2

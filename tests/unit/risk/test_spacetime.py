@@ -220,3 +220,17 @@ def test_params_validate_on_decode_and_on_construction() -> None:
             CaseCounts.of([0], [5]),
             SpaceTimeParams(study_days=5, max_window_days=2),
         )
+
+
+def test_k_nearest_caps_every_circle() -> None:
+    from cases.risk.zones import build_zones
+
+    rng = np.random.default_rng(3)
+    locations = np.column_stack([rng.uniform(25.0, 25.3, 40), rng.uniform(51.2, 51.5, 40)])
+    cases = rng.integers(1, 5, 40).astype(np.float64)
+    unlimited = build_zones(locations, cases, 50.0, 0.5)
+    capped = build_zones(locations, cases, 50.0, 0.5, max_neighbours=5)
+    sizes = np.diff(capped.ptr)
+    assert sizes.max() <= 5
+    assert sizes.min() >= 1
+    assert np.diff(unlimited.ptr).max() > 5  # the cap, not the radius, made the difference
