@@ -15,6 +15,8 @@ import asyncpg
 import msgspec
 
 from storage.audit import ActorKind, AuditEntry, record
+from storage.case_links import create_case
+from storage.cases import CaseActor
 from storage.db import Conn
 from storage.errors import NotFound, StaleVersion, StorageError
 from storage.queries import Q
@@ -394,6 +396,10 @@ async def transition(
             raise StaleVersion("alert", alert_id, row["version"])
         if target not in TRANSITIONS[row["status"]]:
             raise IllegalTransition(row["status"], target)
+        if case_id is not None and not await conn.fetchval(Q.case_in_org, org_id, case_id):
+            raise NotFound("case", case_id)  # never link another organisation's case
+        if target == "escalated" and case_id is None:
+            case_id = await _case_for_alert(conn, org_id, alert_id, row, actor_id)
         await conn.execute(
             Q.set_alert_status, org_id, alert_id, target,
             reason if target == "dismissed" else None, case_id, actor_id,
@@ -414,6 +420,34 @@ async def transition(
             ),
         )
         return await _snapshot(conn, org_id, alert_id, f"alert.{target}", actor_id=actor_id)
+
+
+async def _case_for_alert(
+    conn: Conn, org_id: uuid.UUID, alert_id: uuid.UUID, row: Any, actor_id: uuid.UUID
+) -> uuid.UUID | None:
+    """Escalating without naming a case opens one for the alert's reports that no case follows;
+    if every report is already followed, the alert goes to the case holding most of them."""
+    members = list(row["member_report_ids"])
+    followed = {
+        r["report_id"]: r["case_id"] for r in await conn.fetch(Q.cases_of_reports, org_id, members)
+    }
+    free = [m for m in members if m not in followed]
+    if free:
+        case = await create_case(
+            conn,
+            org_id=org_id,
+            actor=CaseActor.staff(actor_id, supervisor=False),
+            report_ids=free,
+            title=f"Risk alert {alert_id}",
+        )
+        if case is not None:
+            return case.id
+    if followed:
+        counts: dict[uuid.UUID, int] = {}
+        for case_id in followed.values():
+            counts[case_id] = counts.get(case_id, 0) + 1
+        return max(counts, key=lambda c: counts[c])
+    return None
 
 
 async def set_verdict(

@@ -252,3 +252,9 @@ LIMIT $3;
 -- name: risk_count_reports
 SELECT count(*) FROM reports
 WHERE org_id = $1 AND deleted_at IS NULL AND occurred_at >= $2 AND occurred_at < $3;
+
+-- name: cases_of_reports
+SELECT report_id, case_id FROM case_reports WHERE org_id = $1 AND report_id = ANY($2::uuid[]);
+
+-- name: case_in_org
+SELECT 1 FROM cases WHERE org_id = $1 AND id = $2;

@@ -5,6 +5,7 @@ its alert; another organisation sees nothing."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 import asyncpg
@@ -142,10 +143,24 @@ async def test_alert_lifecycle_and_illegal_transitions(client: Client, pool: asy
     assert r.status_code == 422  # a dismissal needs a reason
     r = await client.post(f"{url}/escalate", json={"version": 1}, headers=analyst.headers)
     assert r.status_code == 409  # stale version
-    case_id = "5b0c9a34-9f0e-4c47-8f43-6f4f3f5a6d10"
-    r = await client.post(f"{url}/escalate", json={"case_id": case_id}, headers=analyst.headers)
+    unknown_case = "5b0c9a34-9f0e-4c47-8f43-6f4f3f5a6d10"
+    r = await client.post(
+        f"{url}/escalate", json={"case_id": unknown_case}, headers=analyst.headers
+    )
+    assert r.status_code == 404  # only a case of this organisation can be linked
+    r = await client.post(f"{url}/escalate", json={}, headers=analyst.headers)
     assert r.status_code == 200
-    assert r.json()["status"] == "escalated" and r.json()["case_id"] == case_id
+    assert r.json()["status"] == "escalated"
+    case_id = r.json()["case_id"]
+    assert case_id is not None  # escalating opened a case for the alert's reports
+    async with pool.acquire() as conn:
+        in_case = {
+            str(x["report_id"])
+            for x in await conn.fetch(
+                "SELECT report_id FROM case_reports WHERE case_id = $1", uuid.UUID(case_id)
+            )
+        }
+    assert in_case == set(alert["member_report_ids"])
     r = await client.post(f"{url}/dismiss", json={"reason": "dup"}, headers=analyst.headers)
     assert r.status_code == 409
     r = await client.put(
