@@ -143,9 +143,14 @@ def surge_detection(runs: int, rng: np.random.Generator) -> tuple[float, float |
 
 
 def main(argv: list[str] | None = None) -> None:
+    global REPLICAS  # one knob, read by the scenario functions above
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="20 runs per scenario")
+    parser.add_argument(
+        "--replicas", type=int, default=REPLICAS, help="Monte Carlo replicas per scan"
+    )
     args = parser.parse_args(argv)
+    REPLICAS = args.replicas
     runs = 20 if args.quick else 200
     rng = np.random.default_rng(7)
     start = time.perf_counter()
@@ -165,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "# Risk scans: statistical validity",
         "",
-        f"Command: `.venv/bin/python -m bench.risk_validity{' --quick' if args.quick else ''}` "
+        f"Command: `.venv/bin/python -m bench.risk_validity{' --quick' if args.quick else ''}"
+        f" --replicas {REPLICAS}` "
         f"({elapsed:.0f} s). {REPLICAS} replicas per scan, sequential stop after 50 exceedances; "
         f"{DAYS} days, about {PER_DAY} reports a day over 300 places (200 in a 20 km town, "
         f"100 over 200 km), windows up to {WINDOW} days, circles up to 10 km.",
