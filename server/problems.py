@@ -10,6 +10,7 @@ import logging
 import re
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -197,6 +198,19 @@ def _handle_undecodable(request: Request[Any, Any, Any], exc: Exception) -> Resp
     )
 
 
+def _handle_unstorable_text(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # PostgreSQL text cannot hold U+0000; the statement failed, so nothing was written.
+    return _respond(
+        request,
+        Problem(
+            type=problem_type("validation"),
+            title="The request has invalid fields",
+            status=422,
+            detail="text fields must not contain the NUL character (U+0000)",
+        ),
+    )
+
+
 def _handle_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     # The traceback goes to the log with the request id; the client learns nothing internal.
     _log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -223,6 +237,8 @@ def _handle_master_key(request: Request[Any, Any, Any], exc: MasterKeyUnavailabl
 
 
 exception_handlers: ExceptionHandlersMap = {
+    asyncpg.exceptions.CharacterNotInRepertoireError: _handle_unstorable_text,
+    asyncpg.exceptions.UntranslatableCharacterError: _handle_unstorable_text,
     RecursionError: _handle_undecodable,
     UnicodeDecodeError: _handle_undecodable,
     AttachmentRefused: _handle_attachment,

@@ -1,0 +1,170 @@
+"""The retention job end to end: settings through the API, reports pushed by a phone, cases closed
+through the workflow, the job run by the worker, and what it leaves in the database.
+
+It lives with the API tests because it drives the real app (the ``client`` fixture) to build
+realistic data; the assertions look straight at the tables the job rewrites.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from cases.accounts import Role
+from server.retention import enqueue_retention
+from server.worker import WorkerContext, run_worker_once
+from tests.api.conftest import Actor, make_actor
+from tests.api.sync_support import Client, Phone, create, new_phone, push, report
+
+__all__: list[str] = []
+
+pytestmark = pytest.mark.db
+
+RETENTION_DAYS = 30
+
+
+async def set_retention(client: Client, admin: Actor, *, legal_hold: bool = False) -> None:
+    r = await client.put(
+        "/v1/org/retention",
+        json={"redact_after_days": RETENTION_DAYS, "legal_hold": legal_hold},
+        headers=admin.headers,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["redact_after_days"] == RETENTION_DAYS
+
+
+async def closed_case(client: Client, staff: Actor, phone: Phone) -> tuple[uuid.UUID, uuid.UUID]:
+    """Push a report, open a case on it and close it from triage; (case id, report id)."""
+    body = report()
+    result = await push(client, phone, [create(phone, body)])
+    assert result["results"][0]["status"] == "applied", result
+    r = await client.post("/v1/cases", json={"report_ids": [body["id"]]}, headers=staff.headers)
+    assert r.status_code == 201, r.text
+    case: dict[str, Any] = r.json()
+    steps = (
+        {"to": "triage"},
+        {"to": "closed", "outcome": "not_actionable", "reason": "Outside our mandate."},
+    )
+    for step in steps:
+        r = await client.post(
+            f"/v1/cases/{case['id']}/transitions",
+            json={"version": case["version"], **step},
+            headers=staff.headers,
+        )
+        assert r.status_code == 200, r.text
+        case = r.json()
+    assert case["status"] == "closed"
+    return uuid.UUID(case["id"]), uuid.UUID(body["id"])
+
+
+async def backdate_closing(pool: asyncpg.Pool, case_id: uuid.UUID, days: int) -> None:
+    """Move the case's closing (timeline and last update) ``days`` into the past.
+
+    The timeline is append-only by trigger; the test owns the database, so it lifts the trigger
+    for this one statement, inside a transaction that restores it.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE case_events DISABLE TRIGGER case_events_append_only")
+        moved = await conn.execute(
+            "UPDATE case_events SET at = at - make_interval(days => $2) WHERE case_id = $1",
+            case_id,
+            days,
+        )
+        await conn.execute("ALTER TABLE case_events ENABLE TRIGGER case_events_append_only")
+        assert moved != "UPDATE 0"
+        await conn.execute(
+            "UPDATE cases SET updated_at = updated_at - make_interval(days => $2) WHERE id = $1",
+            case_id,
+            days,
+        )
+
+
+async def run_job(client: Client, pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await enqueue_retention(conn)
+    context = WorkerContext(resources=client.app.state.resources)
+    assert await run_worker_once(pool, context=context) >= 1
+    async with pool.acquire() as conn:
+        failed = await conn.fetch("SELECT kind, last_error FROM jobs WHERE state <> 'done'")
+    assert not failed, failed
+
+
+async def sealed_state(pool: asyncpg.Pool, report_id: uuid.UUID) -> tuple[bool, bool, list[bool]]:
+    """(has sealed data, redacted_at set, sealed present per stored version)."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT sealed IS NOT NULL AS sealed, redacted_at IS NOT NULL AS redacted"
+            " FROM reports WHERE id = $1",
+            report_id,
+        )
+        versions = await conn.fetch(
+            "SELECT sealed IS NOT NULL AS sealed FROM report_versions"
+            " WHERE report_id = $1 ORDER BY version",
+            report_id,
+        )
+    assert row is not None and versions
+    return row["sealed"], row["redacted"], [v["sealed"] for v in versions]
+
+
+async def redaction_audit(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return await conn.fetch(
+            "SELECT org_id, actor_kind, actor_id, object_kind, object_id, detail"
+            " FROM audit_log WHERE action = 'report.redact' ORDER BY org_id, seq"
+        )
+
+
+async def test_retention_redacts_only_old_closed_cases_without_hold_and_is_idempotent(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    slug = f"ret-{uuid.uuid4().hex[:8]}"
+    admin = await make_actor(client, pool, Role.ORG_ADMIN, org_slug=slug)
+    staff = await make_actor(client, pool, Role.CASE_MANAGER, org_slug=slug)
+    await set_retention(client, admin)
+    phone = await new_phone(client, staff)
+    old_case, old_report = await closed_case(client, staff, phone)
+    _, recent_report = await closed_case(client, staff, phone)
+    await backdate_closing(pool, old_case, RETENTION_DAYS + 10)
+
+    held_slug = f"hold-{uuid.uuid4().hex[:8]}"
+    held_admin = await make_actor(client, pool, Role.ORG_ADMIN, org_slug=held_slug)
+    held_staff = await make_actor(client, pool, Role.CASE_MANAGER, org_slug=held_slug)
+    await set_retention(client, held_admin, legal_hold=True)
+    held_case, held_report = await closed_case(
+        client, held_staff, await new_phone(client, held_staff)
+    )
+    await backdate_closing(pool, held_case, RETENTION_DAYS + 10)
+
+    for report_id in (old_report, recent_report, held_report):  # the job has something to erase
+        assert await sealed_state(pool, report_id) == (True, False, [True])
+
+    await run_job(client, pool)
+
+    assert await sealed_state(pool, old_report) == (False, True, [False])
+    assert await sealed_state(pool, recent_report) == (True, False, [True])
+    assert await sealed_state(pool, held_report) == (True, False, [True])
+    [entry] = await redaction_audit(pool)
+    assert entry["org_id"] == admin.org_id
+    assert (entry["actor_kind"], entry["actor_id"]) == ("system", "retention")
+    assert (entry["object_kind"], entry["object_id"]) == ("report", str(old_report))
+    assert f'"{old_case}"' in entry["detail"]
+
+    # The redacted report still reads through the API, without its worker identity, even for a
+    # case manager (the role that sees sensitive fields: the recent report still shows them).
+    kept = await client.get(f"/v1/reports/{recent_report}", headers=staff.headers)
+    assert kept.status_code == 200, kept.text
+    assert "PA1234567" in kept.text
+    r = await client.get(f"/v1/reports/{old_report}", headers=staff.headers)
+    assert r.status_code == 200, r.text
+    assert "Ram Bahadur Thapa" not in r.text and "PA1234567" not in r.text
+
+    async with pool.acquire() as conn:
+        before = await conn.fetch("SELECT id, sealed, redacted_at FROM reports ORDER BY id")
+    await run_job(client, pool)
+    async with pool.acquire() as conn:
+        after = await conn.fetch("SELECT id, sealed, redacted_at FROM reports ORDER BY id")
+    assert [tuple(r) for r in after] == [tuple(r) for r in before]
+    assert len(await redaction_audit(pool)) == 1
