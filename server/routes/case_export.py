@@ -29,6 +29,7 @@ from server.resources import Db, resources_of
 from server.routes.case_problems import case_errors, case_view
 from storage.audit import ActorKind, AuditEntry, record
 from storage.case_list import CaseFilter, CaseSort, iterate_cases, list_cases
+from storage.retention import analyst_cell_resolution
 
 __all__ = ["CSV_COLUMNS", "ROUTES"]
 
@@ -80,8 +81,9 @@ async def _views(
         resources_of(state).pool.acquire() as conn,
         conn.transaction(isolation="repeatable_read", readonly=True),
     ):
+        resolution = await analyst_cell_resolution(conn, principal.org_id)
         async for item in iterate_cases(conn, principal.org_id, f, sort=CaseSort.CREATED):
-            yield case_view(principal.role, msgspec.to_builtins(item))
+            yield case_view(principal.role, msgspec.to_builtins(item), resolution)
 
 
 def _csv_line(values: list[Any]) -> bytes:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cases.accounts import Role
-from cases.classification import view_for
+from cases.classification import ANALYST_CELL_RESOLUTION, view_for
 from cases.workflow import IllegalTransition, TransitionRefused
 from server.auth import Principal
 from server.problems import FieldError, ProblemError
@@ -81,7 +81,9 @@ def case_errors() -> Iterator[None]:
         ) from None
 
 
-def case_view(role: Role, item: dict[str, Any]) -> dict[str, Any]:
+def case_view(
+    role: Role, item: dict[str, Any], cell_resolution: int = ANALYST_CELL_RESOLUTION
+) -> dict[str, Any]:
     """A case (or list item) as ``role`` may see it, through ``cases.classification.view_for``.
 
     The centroid of the case's reports is shown as ``report.location`` would be: exact for the
@@ -92,7 +94,7 @@ def case_view(role: Role, item: dict[str, Any]) -> dict[str, Any]:
     lat, lon = record.pop("latitude", None), record.pop("longitude", None)
     if lat is not None and lon is not None:
         record["report"] = {"location": {"lat": lat, "lon": lon}}
-    viewed = view_for(role, record)
+    viewed = view_for(role, record, cell_resolution=cell_resolution)
     viewed["location"] = viewed.pop("report", {}).get("location")
     if role is Role.ANALYST:
         viewed.pop("title", None)

@@ -38,6 +38,7 @@ from storage.case_links import unlink_report as unlink
 from storage.case_list import CaseFilter, CaseSort, count_by_status, list_cases, sort_key
 from storage.cases import Case, CaseEvent, CaseWriter, get_case, list_events, load_sla
 from storage.queries import Q
+from storage.retention import analyst_cell_resolution
 
 __all__ = ["ROUTES"]
 
@@ -216,7 +217,8 @@ async def list_case_page(
     if more:
         key = msgspec.to_builtins(sort_key(items[-1], sort))  # datetimes and ids as strings
         next_token = encode_page_token((sort.value, key))
-    views = [case_view(principal.role, msgspec.to_builtins(i)) for i in items]
+    resolution = await analyst_cell_resolution(db, principal.org_id)
+    views = [case_view(principal.role, msgspec.to_builtins(i), resolution) for i in items]
     return CasePage(items=views, counts=counts, next_page_token=next_token)
 
 
@@ -236,7 +238,8 @@ def _decode_key(sort: CaseSort, raw: list[Any]) -> tuple[Any, ...]:
 @get("/v1/cases/{case_id:uuid}", guards=[requires(*ANY_STAFF)], tags=["cases"])
 async def read_case(principal: Caller, db: Db, case_id: FromPath[uuid.UUID]) -> dict[str, Any]:
     case = await get_case(db, principal.org_id, case_id)
-    view = case_view(principal.role, msgspec.to_builtins(case))
+    resolution = await analyst_cell_resolution(db, principal.org_id)
+    view = case_view(principal.role, msgspec.to_builtins(case), resolution)
     if principal.role is not Role.ANALYST:
         view["links"] = msgspec.to_builtins(
             [

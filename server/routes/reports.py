@@ -28,6 +28,7 @@ from storage.conflicts import (
 )
 from storage.queries import Q
 from storage.reports import ReportStore
+from storage.retention import analyst_cell_resolution
 
 __all__ = ["get_report", "list_report_conflicts", "list_report_summaries", "resolve"]
 
@@ -111,7 +112,8 @@ async def get_report(
             for r in await db.fetch(Q.report_attachment_list, principal.org_id, report_id)
         ]
     view = {**msgspec.to_builtins(found), "attachments": msgspec.to_builtins(attachments)}
-    return view_for(principal.role, view)
+    resolution = await analyst_cell_resolution(db, principal.org_id)
+    return view_for(principal.role, view, cell_resolution=resolution)
 
 
 @get(

@@ -171,6 +171,16 @@ async def test_cases_are_org_scoped_and_analysts_only_read_views(
     assert "title" not in seen and "links" not in seen
     assert set(seen["location"]) == {"h3_cell"}
     assert h3.get_resolution(seen["location"]["h3_cell"]) == 7
+    # The organisation decides how coarse: its admin sets the analysts' cell resolution.
+    admin = await make_actor(client, pool, Role.ORG_ADMIN, org_slug=await _slug(pool, staff))
+    r = await client.put(
+        "/v1/org/privacy", json={"analyst_cell_resolution": 5}, headers=admin.headers
+    )
+    assert r.status_code == 200, r.text
+    coarser = (await client.get(f"/v1/cases/{case['id']}", headers=analyst.headers)).json()
+    assert h3.get_resolution(coarser["location"]["h3_cell"]) == 5
+    listed_cells = (await client.get("/v1/cases", headers=analyst.headers)).json()["items"]
+    assert {h3.get_resolution(c["location"]["h3_cell"]) for c in listed_cells} == {5}
     assert (await move(client, analyst, case, to="triage")).status_code == 403
     own = (await client.get(f"/v1/cases/{case['id']}", headers=staff.headers)).json()
     assert own["title"] == "Ram's case" and {"lat", "lon"} <= set(own["location"])
