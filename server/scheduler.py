@@ -27,6 +27,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from server.retention import enqueue_retention
 from storage.db import connect
 from storage.jobs import JobQueue
 from storage.risk import RiskRepository, ScanParams
@@ -126,6 +127,13 @@ def _build_scheduler(pool: asyncpg.Pool) -> AsyncIOScheduler:
     scheduler.add_job(
         enqueue, CronTrigger(hour=3, minute=17), args=["sessions.purge"], id="sessions.purge"
     )
+
+    async def retention() -> None:
+        async with pool.acquire() as conn:
+            await enqueue_retention(conn)
+
+    # Data minimisation: every night, redact what each organisation's retention rules say.
+    scheduler.add_job(retention, CronTrigger(hour=3, minute=47), id="retention.apply")
     scheduler.add_job(
         refresh,
         IntervalTrigger(seconds=SCHEDULE_REFRESH_SECONDS),
