@@ -153,6 +153,9 @@ def create_app(settings: Settings, *, background: frozenset[str] = frozenset()) 
             DefineMiddleware(RateLimitMiddleware, limits=_rate_limits(settings)),
         ],
         exception_handlers=exception_handlers,
+        # Logging is configured once by the CLI (JSON lines with request ids); Litestar's default
+        # configuration would replace it with plain text.
+        logging_config=None,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Fairwatch API",
