@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import msgspec
 
 from server.problems import ProblemError
 
-__all__ = ["Page", "decode_page_token", "encode_page_token"]
+__all__ = ["Page", "decode_page_token", "encode_page_token", "page_of"]
 
 T = TypeVar("T")
 
@@ -32,3 +33,11 @@ def decode_page_token(token: str, kind: Any) -> Any:
         raise ProblemError(
             400, "invalid-page-token", "The page token is not valid", "start again without it"
         ) from None
+
+
+def page_of(items: list[T], limit: int, key: Callable[[T], Any]) -> Page[T]:
+    """A page from rows fetched with ``limit + 1``: the extra row only says there is more, and
+    the last row shown gives the token's key."""
+    shown = items[:limit]
+    more = len(items) > limit
+    return Page(items=shown, next_page_token=encode_page_token(key(shown[-1])) if more else None)

@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
 
 import asyncpg
 import msgspec
 
 from cases.accounts import Org, Role, StaffSession, StaffUser
-from storage.db import Conn
+from storage.db import KEYSET_START, Conn, from_row
 from storage.errors import AlreadyExists, NotFound
 from storage.queries import Q
 
 __all__ = ["LoginRecord", "OrgRepository", "ResolvedSession", "SessionRepository", "UserRepository"]
-
-_EPOCH = datetime(1970, 1, 1).astimezone()
-_NIL = uuid.UUID(int=0)
-
-
-def _to(kind: type[Any], row: asyncpg.Record) -> Any:
-    return msgspec.convert(dict(row), kind, strict=False)
 
 
 class LoginRecord(msgspec.Struct, frozen=True):
@@ -55,19 +47,17 @@ class OrgRepository:
         except asyncpg.UniqueViolationError:
             raise AlreadyExists("organisation", "slug") from None
         assert row is not None
-        org: Org = _to(Org, row)
-        return org
+        return from_row(Org, row)
 
     async def get(self, org_id: uuid.UUID) -> Org:
         row = await self._conn.fetchrow(Q.get_org, org_id)
         if row is None:
             raise NotFound("organisation", org_id)
-        org: Org = _to(Org, row)
-        return org
+        return from_row(Org, row)
 
     async def get_by_slug(self, slug: str) -> Org | None:
         row = await self._conn.fetchrow(Q.get_org_by_slug, slug)
-        return None if row is None else _to(Org, row)
+        return None if row is None else from_row(Org, row)
 
     async def count(self) -> int:
         n: int = await self._conn.fetchval(Q.count_orgs)
@@ -90,33 +80,30 @@ class UserRepository:
         except asyncpg.ForeignKeyViolationError:
             raise NotFound("organisation", org_id) from None
         assert row is not None
-        user: StaffUser = _to(StaffUser, row)
-        return user
+        return from_row(StaffUser, row)
 
     async def get(self, org_id: uuid.UUID, user_id: uuid.UUID) -> StaffUser:
         row = await self._conn.fetchrow(Q.get_user, org_id, user_id)
         if row is None:
             raise NotFound("user", user_id)
-        user: StaffUser = _to(StaffUser, row)
-        return user
+        return from_row(StaffUser, row)
 
     async def list(
         self, org_id: uuid.UUID, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[StaffUser]:
-        created, last_id = after if after is not None else (_EPOCH, _NIL)
+        created, last_id = after or KEYSET_START
         rows = await self._conn.fetch(Q.list_users, org_id, created, last_id, limit)
-        return [_to(StaffUser, r) for r in rows]
+        return [from_row(StaffUser, r) for r in rows]
 
     async def set_active(self, org_id: uuid.UUID, user_id: uuid.UUID, active: bool) -> StaffUser:
         row = await self._conn.fetchrow(Q.set_user_active, org_id, user_id, active)
         if row is None:
             raise NotFound("user", user_id)
-        user: StaffUser = _to(StaffUser, row)
-        return user
+        return from_row(StaffUser, row)
 
     async def login_record(self, email: str) -> LoginRecord | None:
         row = await self._conn.fetchrow(Q.get_login, email.lower())
-        return None if row is None else _to(LoginRecord, row)
+        return None if row is None else from_row(LoginRecord, row)
 
     async def record_login_failure(
         self, user_id: uuid.UUID, lock_after: int, lock_for: timedelta
@@ -146,12 +133,11 @@ class SessionRepository:
             Q.insert_session, org_id, user_id, token_hash, expires_at, user_agent
         )
         assert row is not None
-        session: StaffSession = _to(StaffSession, row)
-        return session
+        return from_row(StaffSession, row)
 
     async def resolve(self, token_hash: bytes) -> ResolvedSession | None:
         row = await self._conn.fetchrow(Q.resolve_session, token_hash)
-        return None if row is None else _to(ResolvedSession, row)
+        return None if row is None else from_row(ResolvedSession, row)
 
     async def revoke(self, org_id: uuid.UUID, session_id: uuid.UUID) -> bool:
         status: str = await self._conn.execute(Q.revoke_session, org_id, session_id)
@@ -163,7 +149,7 @@ class SessionRepository:
 
     async def list_for_user(self, org_id: uuid.UUID, user_id: uuid.UUID) -> list[StaffSession]:
         rows = await self._conn.fetch(Q.list_user_sessions, org_id, user_id)
-        return [_to(StaffSession, r) for r in rows]
+        return [from_row(StaffSession, r) for r in rows]
 
     async def delete_expired(self) -> int:
         status: str = await self._conn.execute(Q.delete_expired_sessions)

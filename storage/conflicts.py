@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from cases.reports import Report
-from storage.db import Conn
+from storage.db import KEYSET_START, Conn
 from storage.errors import NotFound, StorageError
 from storage.feed import publish_report_state
 from storage.keyring import Keyring
@@ -31,9 +31,6 @@ __all__ = [
     "list_conflicts",
     "resolve_conflict",
 ]
-
-_EPOCH = datetime(1970, 1, 1).astimezone()
-_NIL = uuid.UUID(int=0)
 
 
 class Resolution(StrEnum):
@@ -102,7 +99,7 @@ async def list_conflicts(
     limit: int,
     reveal_sensitive: bool,
 ) -> list[Conflict]:
-    created, last = after if after is not None else (_EPOCH, _NIL)
+    created, last = after or KEYSET_START
     rows = await conn.fetch(Q.list_conflicts, org_id, include_resolved, created, last, limit)
     out = []
     for r in rows:

@@ -5,18 +5,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import TypeAlias
+import uuid
+from datetime import UTC, datetime
+from typing import TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 from storage.errors import StorageUnavailable
 
-__all__ = ["Conn", "connect", "create_pool", "ensure_database", "with_database"]
+__all__ = [
+    "KEYSET_START",
+    "Conn",
+    "connect",
+    "create_pool",
+    "ensure_database",
+    "from_row",
+    "with_database",
+]
+
+T = TypeVar("T")
 
 # What repositories accept: a plain connection or one borrowed from a pool.
 Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+
+# The position before every (timestamp, id) keyset: what a first page starts after.
+KEYSET_START: tuple[datetime, uuid.UUID] = (datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
+
+
+def from_row(kind: type[T], row: asyncpg.Record) -> T:
+    """A row as a msgspec Struct (column names are field names)."""
+    return msgspec.convert(dict(row), kind, strict=False)
+
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncio.TimeoutError)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
-import asyncpg
 import msgspec
 
-from storage.db import Conn
+from storage.db import KEYSET_START, Conn, from_row
 from storage.errors import NotFound
 from storage.queries import Q
 
@@ -20,13 +18,6 @@ __all__ = [
     "Monitor",
     "MonitorRepository",
 ]
-
-_EPOCH = datetime(1970, 1, 1).astimezone()
-_NIL = uuid.UUID(int=0)
-
-
-def _to(kind: type[Any], row: asyncpg.Record) -> Any:
-    return msgspec.convert(dict(row), kind, strict=False)
 
 
 class Monitor(msgspec.Struct, frozen=True):
@@ -88,22 +79,20 @@ class MonitorRepository:
     ) -> Monitor:
         row = await self._conn.fetchrow(Q.insert_monitor, org_id, display_name, cells, countries)
         assert row is not None
-        monitor: Monitor = _to(Monitor, row)
-        return monitor
+        return from_row(Monitor, row)
 
     async def get(self, org_id: uuid.UUID, monitor_id: uuid.UUID) -> Monitor:
         row = await self._conn.fetchrow(Q.get_monitor, org_id, monitor_id)
         if row is None:
             raise NotFound("monitor", monitor_id)
-        monitor: Monitor = _to(Monitor, row)
-        return monitor
+        return from_row(Monitor, row)
 
     async def list(
         self, org_id: uuid.UUID, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[Monitor]:
-        created, last = after if after is not None else (_EPOCH, _NIL)
+        created, last = after or KEYSET_START
         rows = await self._conn.fetch(Q.list_monitors, org_id, created, last, limit)
-        return [_to(Monitor, r) for r in rows]
+        return [from_row(Monitor, r) for r in rows]
 
     async def add_enrollment_code(
         self,
@@ -154,8 +143,7 @@ class DeviceRepository:
         row = await self._conn.fetchrow(Q.resolve_device, credential_hash)
         if row is None:
             return None
-        device: DeviceAuth = _to(DeviceAuth, row)
-        return device
+        return from_row(DeviceAuth, row)
 
     async def revoke(self, org_id: uuid.UUID, device_id: uuid.UUID, reason: str) -> datetime:
         revoked: datetime | None = await self._conn.fetchval(
@@ -169,7 +157,7 @@ class DeviceRepository:
         self, org_id: uuid.UUID, monitor_id: uuid.UUID | None = None
     ) -> list[DeviceStatus]:
         rows = await self._conn.fetch(Q.list_devices, org_id, monitor_id)
-        return [_to(DeviceStatus, r) for r in rows]
+        return [from_row(DeviceStatus, r) for r in rows]
 
     async def record_pull(self, device_id: uuid.UUID) -> None:
         await self._conn.execute(Q.record_device_pull, device_id)

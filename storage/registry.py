@@ -23,14 +23,13 @@ from cases.registry import (
     Licence,
     ParentRelation,
 )
-from storage.db import Conn
+from storage.db import KEYSET_START, Conn
 from storage.errors import NotFound, StaleVersion, StorageError
 from storage.queries import Q
 from sync.changes import EntityChange, RecordKind, Tombstone, TombstoneReason
 
 __all__ = ["Entity", "ImportSummary", "InvalidParent", "RegistryRepository", "region_keys"]
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NIL = uuid.UUID(int=0)
 _ENCODER = msgspec.json.Encoder()
 
@@ -104,7 +103,7 @@ class RegistryRepository:
         after: tuple[dt.datetime, uuid.UUID] | None,
         limit: int,
     ) -> list[Entity]:
-        created, last = after if after is not None else (_EPOCH, _NIL)
+        created, last = after or KEYSET_START
         rows = await self._conn.fetch(
             Q.list_entities, org_id, include_shared, kind, created, last, limit
         )

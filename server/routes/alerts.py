@@ -23,7 +23,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_
 from cases.accounts import Role
 from cases.taxonomy import Taxonomy
 from server.auth import ANY_STAFF, Caller, requires
-from server.pagination import Page, decode_page_token, encode_page_token
+from server.pagination import Page, decode_page_token, page_of
 from server.problems import FieldError, ProblemError
 from server.resources import Db, resources_of
 from server.scheduler import cron_trigger
@@ -153,10 +153,7 @@ async def list_runs(
 ) -> Page[RiskRun]:
     after = decode_page_token(page_token, tuple[datetime, uuid.UUID]) if page_token else None
     items = await RiskRepository(db).list_runs(principal.org_id, after=after, limit=limit + 1)
-    more = len(items) > limit
-    items = items[:limit]
-    token = encode_page_token((items[-1].created_at, items[-1].id)) if more else None
-    return Page(items=items, next_page_token=token)
+    return page_of(items, limit, lambda x: (x.created_at, x.id))
 
 
 @get("/v1/risk/runs/{run_id:uuid}", guards=[requires(*ANY_STAFF)], tags=["risk"])
@@ -246,10 +243,7 @@ async def list_org_alerts(
     items = await list_alerts(
         db, principal.org_id, status=status, kind=kind, after=after, limit=limit + 1
     )
-    more = len(items) > limit
-    items = items[:limit]
-    token = encode_page_token((items[-1].created_at, items[-1].id)) if more else None
-    return Page(items=items, next_page_token=token)
+    return page_of(items, limit, lambda x: (x.created_at, x.id))
 
 
 @get("/v1/alerts/{alert_id:uuid}", guards=[requires(*ANY_STAFF)], tags=["alerts"])

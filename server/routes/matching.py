@@ -13,10 +13,11 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from cases.accounts import Role
 from server.auth import ANY_STAFF, Caller, requires
-from server.pagination import Page, decode_page_token, encode_page_token
+from server.pagination import Page, decode_page_token, page_of
 from server.problems import ProblemError
 from server.resources import Db
 from storage.audit import ActorKind, AuditEntry, record
+from storage.db import KEYSET_START
 from storage.errors import NotFound
 from storage.jobs import JobQueue
 from storage.matching import DecisionConflict, decide, undo_decision
@@ -105,13 +106,10 @@ async def list_decisions(
     page_token: Annotated[str | None, QueryParameter(max_length=200)] = None,
 ) -> Page[Decision]:
     after = decode_page_token(page_token, tuple[datetime, uuid.UUID]) if page_token else None
-    start = after or (datetime(1970, 1, 1).astimezone(), uuid.UUID(int=0))
+    start = after or KEYSET_START
     rows = await db.fetch(Q.list_decisions, principal.org_id, job, status, *start, limit + 1)
     items = [_decision(r) for r in rows]
-    more = len(items) > limit
-    items = items[:limit]
-    token = encode_page_token((items[-1].decided_at, items[-1].id)) if more else None
-    return Page(items=items, next_page_token=token)
+    return page_of(items, limit, lambda x: (x.decided_at, x.id))
 
 
 @get(

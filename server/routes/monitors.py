@@ -16,7 +16,7 @@ from litestar.status_codes import HTTP_201_CREATED
 from cases.accounts import Role
 from cases.registry import REGION_RESOLUTION
 from server.auth import Caller, requires
-from server.pagination import Page, decode_page_token, encode_page_token
+from server.pagination import Page, decode_page_token, page_of
 from server.passwords import hash_token
 from server.problems import FieldError, ProblemError
 from server.resources import Db
@@ -114,10 +114,7 @@ async def list_monitors(
 ) -> Page[Monitor]:
     after = decode_page_token(page_token, tuple[datetime, uuid.UUID]) if page_token else None
     items = await MonitorRepository(db).list(principal.org_id, after, limit + 1)
-    more = len(items) > limit
-    items = items[:limit]
-    token = encode_page_token((items[-1].created_at, items[-1].id)) if more else None
-    return Page(items=items, next_page_token=token)
+    return page_of(items, limit, lambda x: (x.created_at, x.id))
 
 
 @get("/v1/monitors/{monitor_id:uuid}", guards=[requires(*_MANAGERS)], tags=["monitors"])

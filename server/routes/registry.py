@@ -15,7 +15,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from cases.accounts import Role
 from cases.registry import EntityDraft, EntityKind, parse_licence_csv
 from server.auth import ANY_STAFF, Caller, requires
-from server.pagination import Page, decode_page_token, encode_page_token
+from server.pagination import Page, decode_page_token, page_of
 from server.problems import ProblemError
 from server.resources import Db
 from storage.registry import Entity, ImportSummary, InvalidParent, RegistryRepository
@@ -70,10 +70,7 @@ async def list_entities(
     items = await RegistryRepository(db).list(
         principal.org_id, include_shared=include_shared, kind=kind, after=after, limit=limit + 1
     )
-    more = len(items) > limit
-    items = items[:limit]
-    token = encode_page_token((items[-1].created_at, items[-1].id)) if more else None
-    return Page(items=items, next_page_token=token)
+    return page_of(items, limit, lambda x: (x.created_at, x.id))
 
 
 @get("/v1/registry/entities/{entity_id:uuid}", guards=[requires(*ANY_STAFF)], tags=["registry"])

@@ -14,7 +14,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from cases.accounts import Role
 from cases.classification import ROLE_CLASSES, FieldClass, view_for
 from server.auth import Caller, requires
-from server.pagination import Page, decode_page_token, encode_page_token
+from server.pagination import Page, decode_page_token, page_of
 from server.problems import ProblemError
 from server.resources import Db, resources_of
 from storage.audit import ActorKind, AuditEntry, record
@@ -26,6 +26,7 @@ from storage.conflicts import (
     list_conflicts,
     resolve_conflict,
 )
+from storage.db import KEYSET_START
 from storage.queries import Q
 from storage.reports import ReportStore
 from storage.retention import analyst_cell_resolution
@@ -74,13 +75,10 @@ async def list_report_summaries(
     page_token: Annotated[str | None, QueryParameter(max_length=200)] = None,
 ) -> Page[ReportSummary]:
     after = decode_page_token(page_token, tuple[datetime, uuid.UUID]) if page_token else None
-    start = after or (datetime(1970, 1, 1).astimezone(), uuid.UUID(int=0))
+    start = after or KEYSET_START
     rows = await db.fetch(Q.list_reports, principal.org_id, monitor_id, *start, limit + 1)
     items = [msgspec.convert(dict(r), ReportSummary) for r in rows]
-    more = len(items) > limit
-    items = items[:limit]
-    token = encode_page_token((items[-1].received_at, items[-1].id)) if more else None
-    return Page(items=items, next_page_token=token)
+    return page_of(items, limit, lambda x: (x.received_at, x.id))
 
 
 @get(
@@ -141,10 +139,7 @@ async def list_report_conflicts(
         limit=limit + 1,
         reveal_sensitive=reveal,
     )
-    more = len(items) > limit
-    items = items[:limit]
-    token = encode_page_token((items[-1].created_at, items[-1].id)) if more else None
-    return Page(items=items, next_page_token=token)
+    return page_of(items, limit, lambda x: (x.created_at, x.id))
 
 
 @post(

@@ -13,7 +13,7 @@ from litestar.status_codes import HTTP_201_CREATED
 
 from cases.accounts import Email, Org, Role, StaffUser
 from server.auth import ANY_STAFF, Caller, requires
-from server.pagination import Page, decode_page_token, encode_page_token
+from server.pagination import Page, decode_page_token, page_of
 from server.passwords import hash_password, password_problem
 from server.problems import FieldError, ProblemError
 from server.resources import Db
@@ -58,10 +58,7 @@ async def list_users(
 ) -> Page[StaffUser]:
     after = decode_page_token(page_token, tuple[datetime, uuid.UUID]) if page_token else None
     users = await UserRepository(db).list(principal.org_id, after, limit + 1)
-    more = len(users) > limit
-    users = users[:limit]
-    token = encode_page_token((users[-1].created_at, users[-1].id)) if more else None
-    return Page(items=users, next_page_token=token)
+    return page_of(users, limit, lambda x: (x.created_at, x.id))
 
 
 @post(
