@@ -1,9 +1,11 @@
 """Data minimisation: per-organisation retention and privacy settings, and redaction.
 
-Redaction erases a report's sealed parts (worker identity, free-text place) in its current row
-and in every stored version, and marks ``redacted_at``. It is applied to reports followed in a
-case closed more than ``redact_after_days`` ago, never while the organisation is on legal hold,
-and each redaction is written to the audit chain in the same transaction.
+Redaction erases a report's sealed parts (worker identity, free-text place) in its current row,
+in every stored version and in its conflicts' sealed values, drops the encrypted copy of what its
+case's referrals sent to partners (the list of fields sent stays), and marks ``redacted_at``. It is
+applied to reports followed in a case closed more than ``redact_after_days`` ago, never while the
+organisation is on legal hold, and each redaction is written to the audit chain in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ async def redact_due_reports(conn: Conn, org_id: uuid.UUID, *, limit: int = 200)
         if await conn.fetchval(Q.redact_report, org_id, row["id"]) is None:
             continue
         await conn.execute(Q.redact_report_versions, row["id"])
+        await conn.execute(Q.redact_report_conflicts, row["id"])
+        await conn.execute(Q.redact_case_referrals, org_id, row["case_id"])
         await record(
             conn,
             AuditEntry(

@@ -85,7 +85,9 @@ SELECT redact_after_days, legal_hold FROM retention_settings WHERE org_id = $1 F
 
 -- name: reports_due_for_redaction
 -- Reports followed in a case closed more than $2 days ago (closing time from the timeline, or
--- the case's last update when the timeline has no closing event).
+-- the case's last update when the timeline has no closing event). Only the move INTO closed
+-- counts: later events on a closed case (a note, an incident attached) repeat its state and must
+-- not postpone the redaction.
 SELECT r.id, c.id AS case_id
 FROM reports r
 JOIN case_reports cr ON cr.report_id = r.id AND cr.org_id = r.org_id
@@ -95,7 +97,8 @@ WHERE r.org_id = $1
   AND c.status = 'closed'
   AND coalesce(
         (SELECT max(e.at) FROM case_events e
-         WHERE e.org_id = c.org_id AND e.case_id = c.id AND e.to_state = 'closed'),
+         WHERE e.org_id = c.org_id AND e.case_id = c.id AND e.to_state = 'closed'
+           AND e.from_state IS DISTINCT FROM 'closed'),
         c.updated_at) < now() - make_interval(days => $2)
 ORDER BY r.id
 LIMIT $3
@@ -108,6 +111,30 @@ RETURNING id;
 
 -- name: redact_report_versions
 UPDATE report_versions SET sealed = NULL WHERE report_id = $1 AND sealed IS NOT NULL;
+
+-- name: redact_report_conflicts
+-- Conflicts on sensitive fields keep their values sealed as {"sealed": ...}; those go with the
+-- report's identity. Values of other fields (categories, severity...) stay for the record.
+UPDATE report_conflicts SET
+    base_value = CASE WHEN jsonb_typeof(base_value) = 'object' AND base_value ? 'sealed'
+                      THEN NULL ELSE base_value END,
+    server_value = CASE WHEN jsonb_typeof(server_value) = 'object' AND server_value ? 'sealed'
+                        THEN NULL ELSE server_value END,
+    incoming_value = CASE WHEN jsonb_typeof(incoming_value) = 'object' AND incoming_value ? 'sealed'
+                          THEN NULL ELSE incoming_value END,
+    resolved_value = CASE WHEN jsonb_typeof(resolved_value) = 'object' AND resolved_value ? 'sealed'
+                          THEN NULL ELSE resolved_value END
+WHERE report_id = $1
+  AND 'sealed' IN (
+        SELECT jsonb_object_keys(v) FROM unnest(ARRAY[base_value, server_value, incoming_value,
+                                                      resolved_value]) AS v
+        WHERE jsonb_typeof(v) = 'object');
+
+-- name: redact_case_referrals
+-- What was sent to partners is kept (encrypted) for the life of the case; when the case's reports
+-- are redacted, the copy goes too. The list of fields sent stays, for the audit.
+UPDATE referrals SET sealed_payload = NULL
+WHERE org_id = $1 AND case_id = $2 AND sealed_payload IS NOT NULL;
 
 -- name: get_privacy_settings
 SELECT org_id, analyst_cell_resolution, version, updated_at

@@ -18,6 +18,7 @@ from server.retention import enqueue_retention
 from server.worker import WorkerContext, run_worker_once
 from tests.api.conftest import Actor, make_actor
 from tests.api.sync_support import Client, Phone, create, new_phone, push, report
+from tests.api.test_cases_work import case_with_phone, partner, refer, to_open
 
 __all__: list[str] = []
 
@@ -168,3 +169,80 @@ async def test_retention_redacts_only_old_closed_cases_without_hold_and_is_idemp
         after = await conn.fetch("SELECT id, sealed, redacted_at FROM reports ORDER BY id")
     assert [tuple(r) for r in after] == [tuple(r) for r in before]
     assert len(await redaction_audit(pool)) == 1
+
+
+async def test_retention_also_drops_referral_copies_and_sealed_conflict_values(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    slug = f"ret-{uuid.uuid4().hex[:8]}"
+    admin = await make_actor(client, pool, Role.ORG_ADMIN, org_slug=slug)
+    await set_retention(client, admin)
+    case, phone = await case_with_phone(client, admin)
+    case = await to_open(client, admin, case)
+    sent = await refer(client, admin, case, await partner(client, admin, "legal_aid"))
+    assert sent.status_code == 201, sent.text
+    case_id = uuid.UUID(case["id"])
+    r = await client.post(
+        f"/v1/cases/{case_id}/transitions",
+        json={
+            "version": sent.json()["case_version"],
+            "to": "closed",
+            "outcome": "worker_withdrew",
+            "reason": "The worker went home.",
+        },
+        headers=admin.headers,
+    )
+    assert r.status_code == 200, r.text
+    async with pool.acquire() as conn:
+        report_id = await conn.fetchval(
+            "SELECT report_id FROM case_reports WHERE case_id = $1", case_id
+        )
+        # Two stored conflicts as the push path writes them: one on a sensitive field (values
+        # sealed), one on an ordinary field (values in the clear).
+        for field, values in (
+            ("worker.name", ['{"sealed": "AAAA"}', '{"sealed": "BBBB"}', '{"sealed": "CCCC"}']),
+            ("severity", ['"low"', '"high"', '"medium"']),
+        ):
+            await conn.execute(
+                "INSERT INTO report_conflicts (org_id, report_id, field, base_value, server_value,"
+                " incoming_value, mutation_id, device_id)"
+                " VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6::jsonb, $7, $8)",
+                admin.org_id,
+                report_id,
+                field,
+                *values,
+                uuid.uuid4(),
+                phone.device_id,
+            )
+    await backdate_closing(pool, case_id, RETENTION_DAYS + 10)
+    # The matching job runs now and writes to the closed case's timeline (incident attached):
+    # an event after the closing must not postpone the redaction.
+    context = WorkerContext(resources=client.app.state.resources)
+    assert await run_worker_once(pool, context=context) >= 1
+    async with pool.acquire() as conn:
+        late = await conn.fetchval(
+            "SELECT count(*) FROM case_events WHERE case_id = $1 AND to_state = 'closed'"
+            " AND at > now() - interval '1 day'",
+            case_id,
+        )
+    assert late >= 1
+
+    await run_job(client, pool)
+
+    async with pool.acquire() as conn:
+        referral = await conn.fetchrow(
+            "SELECT sealed_payload, fields FROM referrals WHERE case_id = $1", case_id
+        )
+        conflicts = await conn.fetch(
+            "SELECT field, base_value, server_value, incoming_value FROM report_conflicts"
+            " WHERE report_id = $1 ORDER BY field",
+            report_id,
+        )
+    assert await sealed_state(pool, report_id) == (False, True, [False])
+    assert referral is not None
+    assert referral["sealed_payload"] is None
+    assert "worker_name" in referral["fields"]  # what was sent stays on record
+    assert [tuple(c) for c in conflicts] == [
+        ("severity", '"low"', '"high"', '"medium"'),
+        ("worker.name", None, None, None),
+    ]
