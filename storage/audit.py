@@ -36,6 +36,7 @@ __all__ = [
     "chain_heads",
     "list_entries",
     "record",
+    "record_staff",
     "verify_chain",
 ]
 
@@ -214,6 +215,28 @@ async def record(conn: Conn, entry: AuditEntry) -> AuditRecord:
         return await _append(conn, entry, detail)
     async with conn.transaction():
         return await _append(conn, entry, detail)
+
+
+async def record_staff(
+    conn: Conn,
+    org_id: uuid.UUID,
+    user_id: uuid.UUID,
+    action: str,
+    object_kind: str | None = None,
+    object_id: object = None,
+    **detail: Any,
+) -> AuditRecord:
+    """``record`` an action a staff member took on ``object_kind``/``object_id``."""
+    entry = AuditEntry(
+        org_id=org_id,
+        actor_kind=ActorKind.STAFF,
+        actor_id=str(user_id),
+        action=action,
+        object_kind=object_kind,
+        object_id=None if object_id is None else str(object_id),
+        detail=detail,
+    )
+    return await record(conn, entry)
 
 
 async def _append(conn: Conn, entry: AuditEntry, detail: str) -> AuditRecord:

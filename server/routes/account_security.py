@@ -26,7 +26,7 @@ from server.passwords import hash_password, hash_token, new_token, password_prob
 from server.problems import FieldError, ProblemError
 from server.resources import Db, resources_of
 from storage.accounts import OrgRepository, SessionRepository, UserRepository
-from storage.audit import ActorKind, AuditEntry, record
+from storage.audit import record_staff
 from storage.db import Conn
 from storage.errors import NotFound
 from storage.staff_security import PasswordResets, TotpAlreadyEnabled, TotpStore
@@ -88,18 +88,7 @@ def matching_step(secret: str, code: str, now: float | None = None) -> int | Non
 async def audit_staff(
     db: Conn, principal: Caller, action: str, kind: str, object_id: object, **detail: Any
 ) -> None:
-    await record(
-        db,
-        AuditEntry(
-            org_id=principal.org_id,
-            actor_kind=ActorKind.STAFF,
-            actor_id=str(principal.user_id),
-            action=action,
-            object_kind=kind,
-            object_id=str(object_id),
-            detail=detail,
-        ),
-    )
+    await record_staff(db, principal.org_id, principal.user_id, action, kind, object_id, **detail)
 
 
 def _wrong_code() -> ProblemError:
@@ -258,14 +247,6 @@ async def reset_password(data: JSONBody[PasswordResetRequest], state: State) -> 
                 "it is unknown, expired or already used; ask an administrator for a new one",
             )
         await SessionRepository(conn).revoke_all(claim.org_id, claim.user_id)
-        await record(
-            conn,
-            AuditEntry(
-                org_id=claim.org_id,
-                actor_kind=ActorKind.STAFF,
-                actor_id=str(claim.user_id),
-                action="staff.password_reset",
-                object_kind="user",
-                object_id=str(claim.user_id),
-            ),
+        await record_staff(
+            conn, claim.org_id, claim.user_id, "staff.password_reset", "user", claim.user_id
         )

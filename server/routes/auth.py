@@ -19,7 +19,7 @@ from server.problems import ProblemError
 from server.resources import Db, resources_of
 from server.routes.account_security import TotpCode, matching_step
 from storage.accounts import LoginRecord, SessionRepository, UserRepository
-from storage.audit import ActorKind, AuditEntry, record
+from storage.audit import record_staff
 from storage.db import Conn
 from storage.errors import NotFound
 from storage.keyring import Keyring
@@ -62,18 +62,8 @@ async def _failed(conn: Conn, record_: LoginRecord, reason: str) -> None:
 
 
 async def _audit_login(conn: Conn, record_: LoginRecord, action: str, **detail: Any) -> None:
-    await record(
-        conn,
-        AuditEntry(
-            org_id=record_.org_id,
-            actor_kind=ActorKind.STAFF,
-            actor_id=str(record_.id),
-            action=action,
-            object_kind="user",
-            object_id=str(record_.id),
-            detail={k: v for k, v in detail.items() if v is not None},
-        ),
-    )
+    present = {k: v for k, v in detail.items() if v is not None}
+    await record_staff(conn, record_.org_id, record_.id, action, "user", record_.id, **present)
 
 
 @post(

@@ -27,7 +27,7 @@ from cases.workflow import CaseStatus
 from server.auth import ANY_STAFF, Caller, Principal, requires
 from server.resources import Db, resources_of
 from server.routes.case_problems import case_errors, case_view
-from storage.audit import ActorKind, AuditEntry, record
+from storage.audit import record_staff
 from storage.case_list import CaseFilter, CaseSort, iterate_cases, list_cases
 from storage.retention import analyst_cell_resolution
 
@@ -57,20 +57,15 @@ CSV_COLUMNS = (
 async def _start(principal: Principal, db: Db, fmt: str, filters: CaseFilter) -> None:
     with case_errors():
         await list_cases(db, principal.org_id, filters, limit=1)  # refuse bad filters before 200
-    await record(
+    await record_staff(
         db,
-        AuditEntry(
-            org_id=principal.org_id,
-            actor_kind=ActorKind.STAFF,
-            actor_id=str(principal.user_id),
-            action="case.export",
-            object_kind="cases",
-            detail={
-                "format": fmt,
-                "role": principal.role.value,
-                "filters": msgspec.to_builtins(filters),
-            },
-        ),
+        principal.org_id,
+        principal.user_id,
+        "case.export",
+        "cases",
+        format=fmt,
+        role=principal.role.value,
+        filters=msgspec.to_builtins(filters),
     )
 
 

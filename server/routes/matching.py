@@ -16,7 +16,7 @@ from server.auth import ANY_STAFF, Caller, requires
 from server.pagination import Page, decode_page_token, page_of
 from server.problems import ProblemError
 from server.resources import Db
-from storage.audit import ActorKind, AuditEntry, record
+from storage.audit import record_staff
 from storage.db import KEYSET_START
 from storage.errors import NotFound
 from storage.jobs import JobQueue
@@ -78,16 +78,8 @@ def _decision(row: Any) -> Decision:
 
 
 async def _audit(db: Db, principal: Caller, action: str, decision_id: uuid.UUID) -> None:
-    await record(
-        db,
-        AuditEntry(
-            org_id=principal.org_id,
-            actor_kind=ActorKind.STAFF,
-            actor_id=str(principal.user_id),
-            action=action,
-            object_kind="match_decision",
-            object_id=str(decision_id),
-        ),
+    await record_staff(
+        db, principal.org_id, principal.user_id, action, "match_decision", decision_id
     )
 
 
@@ -207,17 +199,7 @@ async def get_person(principal: Caller, db: Db, person_id: FromPath[uuid.UUID]) 
     if not await db.fetchval(Q.person_exists, principal.org_id, person_id):
         raise NotFound("person", person_id)
     rows = await db.fetch(Q.person_reports_list, principal.org_id, person_id)
-    await record(
-        db,
-        AuditEntry(
-            org_id=principal.org_id,
-            actor_kind=ActorKind.STAFF,
-            actor_id=str(principal.user_id),
-            action="person.read",
-            object_kind="person",
-            object_id=str(person_id),
-        ),
-    )
+    await record_staff(db, principal.org_id, principal.user_id, "person.read", "person", person_id)
     return Group(id=person_id, members=[msgspec.convert(dict(r), Member) for r in rows])
 
 

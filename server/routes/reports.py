@@ -17,7 +17,7 @@ from server.auth import Caller, requires
 from server.pagination import Page, decode_page_token, page_of
 from server.problems import ProblemError
 from server.resources import Db, resources_of
-from storage.audit import ActorKind, AuditEntry, record
+from storage.audit import record_staff
 from storage.conflicts import (
     Conflict,
     ConflictAlreadyResolved,
@@ -94,16 +94,13 @@ async def get_report(
     async with db.transaction():
         found = await ReportStore(db, resources_of(state).keyring).get(principal.org_id, report_id)
         if sees_sensitive:
-            await record(
+            await record_staff(
                 db,
-                AuditEntry(
-                    org_id=principal.org_id,
-                    actor_kind=ActorKind.STAFF,
-                    actor_id=str(principal.user_id),
-                    action="report.read_sensitive",
-                    object_kind="report",
-                    object_id=str(report_id),
-                ),
+                principal.org_id,
+                principal.user_id,
+                "report.read_sensitive",
+                "report",
+                report_id,
             )
         attachments = [
             msgspec.convert(dict(r), AttachmentView)
@@ -167,17 +164,14 @@ async def resolve(
                 value=data.value,
                 user_id=principal.user_id,
             )
-            await record(
+            await record_staff(
                 db,
-                AuditEntry(
-                    org_id=principal.org_id,
-                    actor_kind=ActorKind.STAFF,
-                    actor_id=str(principal.user_id),
-                    action="conflict.resolve",
-                    object_kind="conflict",
-                    object_id=str(conflict_id),
-                    detail={"resolution": data.resolution.value},
-                ),
+                principal.org_id,
+                principal.user_id,
+                "conflict.resolve",
+                "conflict",
+                conflict_id,
+                resolution=data.resolution.value,
             )
     except ConflictAlreadyResolved:
         raise ProblemError(409, "already-resolved", "The conflict is already resolved") from None
