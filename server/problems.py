@@ -125,7 +125,8 @@ def _handle_validation(request: Request[Any, Any, Any], exc: ValidationException
             field = str(item.get("key", ""))
             if field in ("", "data") and (missing := _MISSING_FIELD.search(message)):
                 field = missing[1]  # msgspec names a missing field only in its message
-            source = str(item["source"]) if "source" in item else None
+            raw = item.get("source")  # Litestar's ParamType enum for parameters
+            source = None if raw is None else str(getattr(raw, "value", raw))
             errors.append(FieldError(field=field, message=message, source=source))
     problem = Problem(
         type=problem_type("validation"),

@@ -11,21 +11,18 @@ import csv
 import datetime as dt
 import io
 import json
-import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
 import h3
 import msgspec
 from litestar import Request, Response, get
 from litestar.datastructures import State
-from litestar.params import FromQuery, QueryParameter
 from litestar.response import Stream
 
-from cases.priority import Priority
-from cases.workflow import CaseStatus
 from server.auth import ANY_STAFF, Caller, Principal, requires
 from server.resources import Db, resources_of
+from server.routes.case_filters import CaseFilters, provide_case_filters
 from server.routes.case_problems import case_errors, case_view
 from storage.audit import record_staff
 from storage.case_list import CaseFilter, CaseSort, iterate_cases, list_cases
@@ -121,74 +118,28 @@ async def _geojson(state: State, principal: Principal, f: CaseFilter) -> AsyncIt
     yield b"]}"
 
 
-def _filters(
-    status: list[CaseStatus] | None,
-    priority: list[Priority] | None,
-    assignee_id: uuid.UUID | None,
-    category: list[str] | None,
-    entity_id: uuid.UUID | None,
-    cell: str | None,
-    created_from: dt.datetime | None,
-    created_to: dt.datetime | None,
-    overdue: bool | None,
-    q: str | None,
-) -> CaseFilter:
-    return CaseFilter(
-        status=tuple(status or ()),
-        priority=tuple(priority or ()),
-        assignee_id=assignee_id,
-        categories=tuple(category or ()),
-        entity_id=entity_id,
-        cell=cell,
-        created_from=created_from,
-        created_to=created_to,
-        overdue=overdue,
-        text=q,
-    )
-
-
 @get(
     ["/v1/cases/export.csv", "/v1/cases/export.geojson"],
     guards=[requires(*ANY_STAFF)],
     tags=["cases"],
     summary="Export the filtered cases as csv or geojson (analysts: H3 cells, no titles)",
+    dependencies={"filters": provide_case_filters},
 )
 async def export_cases(
     principal: Caller,
     db: Db,
     state: State,
     request: Request[Any, Any, Any],
-    status: FromQuery[list[CaseStatus] | None] = None,
-    priority: FromQuery[list[Priority] | None] = None,
-    assignee_id: FromQuery[uuid.UUID | None] = None,
-    category: FromQuery[list[str] | None] = None,
-    entity_id: FromQuery[uuid.UUID | None] = None,
-    cell: Annotated[str | None, QueryParameter(max_length=20)] = None,
-    created_from: FromQuery[dt.datetime | None] = None,
-    created_to: FromQuery[dt.datetime | None] = None,
-    overdue: FromQuery[bool | None] = None,
-    q: Annotated[str | None, QueryParameter(max_length=200)] = None,
+    filters: CaseFilters,
 ) -> Response[Any]:
     fmt = "csv" if request.url.path.endswith(".csv") else "geojson"
-    f = _filters(
-        status,
-        priority,
-        assignee_id,
-        category,
-        entity_id,
-        cell,
-        created_from,
-        created_to,
-        overdue,
-        q,
-    )
-    await _start(principal, db, fmt, f)
+    await _start(principal, db, fmt, filters)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     disposition = {"Content-Disposition": f'attachment; filename="cases-{stamp}.{fmt}"'}
     if fmt == "csv":
-        return Stream(_csv(state, principal, f), media_type="text/csv", headers=disposition)
+        return Stream(_csv(state, principal, filters), media_type="text/csv", headers=disposition)
     return Stream(
-        _geojson(state, principal, f), media_type="application/geo+json", headers=disposition
+        _geojson(state, principal, filters), media_type="application/geo+json", headers=disposition
     )
 
 

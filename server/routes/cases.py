@@ -32,10 +32,11 @@ from server.pagination import decode_page_token, encode_page_token
 from server.problems import FieldError, ProblemError
 from server.resources import Db, resources_of
 from server.routes import case_export, case_work
+from server.routes.case_filters import CaseFilters, provide_case_filters
 from server.routes.case_problems import CASE_TEAM, actor_of, case_errors, case_view
 from storage.case_links import create_case, link_entity, link_person, link_reports, list_links
 from storage.case_links import unlink_report as unlink
-from storage.case_list import CaseFilter, CaseSort, count_by_status, list_cases, sort_key
+from storage.case_list import CaseSort, count_by_status, list_cases, sort_key
 from storage.cases import Case, CaseEvent, CaseWriter, get_case, list_events, load_sla
 from storage.queries import Q
 from storage.retention import analyst_cell_resolution
@@ -135,71 +136,21 @@ async def open_case(principal: Caller, db: Db, state: State, data: JSONBody[NewC
     return case
 
 
-def case_filter(
-    status: list[CaseStatus] | None,
-    priority: list[Priority] | None,
-    assignee_id: uuid.UUID | None,
-    unassigned: bool,
-    category: list[str] | None,
-    entity_id: uuid.UUID | None,
-    cell: str | None,
-    created_from: dt.datetime | None,
-    created_to: dt.datetime | None,
-    overdue: bool | None,
-    q: str | None,
-) -> CaseFilter:
-    return CaseFilter(
-        status=tuple(status or ()),
-        priority=tuple(priority or ()),
-        assignee_id=assignee_id,
-        unassigned=unassigned,
-        categories=tuple(category or ()),
-        entity_id=entity_id,
-        cell=cell,
-        created_from=created_from,
-        created_to=created_to,
-        overdue=overdue,
-        text=q,
-    )
-
-
 @get(
     "/v1/cases",
     guards=[requires(*ANY_STAFF)],
     tags=["cases"],
     summary="List cases with filters, search, sort and counts per state",
+    dependencies={"filters": provide_case_filters},
 )
 async def list_case_page(
     principal: Caller,
     db: Db,
-    status: FromQuery[list[CaseStatus] | None] = None,
-    priority: FromQuery[list[Priority] | None] = None,
-    assignee_id: FromQuery[uuid.UUID | None] = None,
-    unassigned: FromQuery[bool] = False,
-    category: FromQuery[list[str] | None] = None,
-    entity_id: FromQuery[uuid.UUID | None] = None,
-    cell: Annotated[str | None, QueryParameter(max_length=20)] = None,
-    created_from: FromQuery[dt.datetime | None] = None,
-    created_to: FromQuery[dt.datetime | None] = None,
-    overdue: FromQuery[bool | None] = None,
-    q: Annotated[str | None, QueryParameter(max_length=200)] = None,
+    filters: CaseFilters,
     sort: FromQuery[CaseSort] = CaseSort.CREATED,
     limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
     page_token: Annotated[str | None, QueryParameter(max_length=300)] = None,
 ) -> CasePage:
-    filters = case_filter(
-        status,
-        priority,
-        assignee_id,
-        unassigned,
-        category,
-        entity_id,
-        cell,
-        created_from,
-        created_to,
-        overdue,
-        q,
-    )
     after = None
     if page_token:
         token = decode_page_token(page_token, tuple[str, list[Any]])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import uuid
 from typing import Any
 
@@ -235,6 +237,36 @@ async def test_list_filters_search_counts_and_pages(client: Client, pool: asyncp
         headers=staff.headers,
     )
     assert wrong_sort.status_code == 400
+
+
+async def test_list_and_export_select_the_same_cases_for_the_same_filters(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    ids = await pushed_reports(client, staff, report(), report(), report())
+    cases = [await open_case(client, staff, [rid]) for rid in ids]
+    triaged = await move(client, staff, cases[0], to="triage")
+    assert triaged.status_code == 200, triaged.text
+    opened = await move(client, staff, triaged.json(), to="open", assign_to=str(staff.user_id))
+    assert opened.status_code == 200, opened.text
+
+    async def both(params: dict[str, str]) -> tuple[list[str], list[str]]:
+        listed = await client.get("/v1/cases", params=params, headers=staff.headers)
+        exported = await client.get("/v1/cases/export.csv", params=params, headers=staff.headers)
+        assert listed.status_code == 200 and exported.status_code == 200, exported.text
+        rows = csv.DictReader(io.StringIO(exported.text))
+        return sorted(i["id"] for i in listed.json()["items"]), sorted(r["id"] for r in rows)
+
+    mine = await both({"assignee_id": str(staff.user_id)})
+    assert mine == ([cases[0]["id"]], [cases[0]["id"]])
+    nobody = await both({"unassigned": "true"})
+    assert nobody[0] == nobody[1] == sorted(c["id"] for c in cases[1:])
+    assert await both({"status": "open"}) == mine
+    bad = await client.get("/v1/cases/export.csv", params={"cell": "x" * 21}, headers=staff.headers)
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["errors"] == [
+        {"field": "cell", "message": "Expected `str` of length <= 20", "source": "query"}
+    ]
 
 
 async def test_manual_priority_and_links(client: Client, pool: asyncpg.Pool) -> None:
