@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     sim.add_argument("args", nargs=argparse.REMAINDER)
+    scan = sub.add_parser(
+        "scan-files",
+        help="run the space-time scan on SaTScan-format case/coordinates files (see --help)",
+        add_help=False,
+    )
+    scan.add_argument("args", nargs=argparse.REMAINDER)
 
     from server.cli_protection import register as register_protection
 
@@ -246,6 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sync.client.fleet import main as simulate
 
         return simulate(argv[1:])
+    if argv[:1] == ["scan-files"]:
+        # A check of the scan core on SaTScan-format files: no database, no settings.
+        from server.cli_scan import main as scan_files
+
+        return scan_files(argv[1:])
     args = _parser().parse_args(argv)
     env = dict(os.environ)
     if args.command == "serve":
