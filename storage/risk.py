@@ -48,9 +48,11 @@ class ScanParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 
     h3_resolution: Annotated[int, Meta(ge=3, le=10)] = 7
     max_rings: Annotated[int, Meta(ge=0, le=100)] | None = None
-    # K: a circle holds at most the K nearest cells (SaTScan's "maximum locations" style cap).
-    k_nearest: Annotated[int, Meta(ge=1, le=5000)] | None = None
-    max_radius_km: Annotated[float, Meta(ge=0.0, le=500.0)] = 10.0
+    # K: a circle holds at most the K nearest cells (SaTScan's "maximum locations" style cap);
+    # with the radius cap it keeps circles local in towns and lets them reach neighbouring
+    # cells in sparse areas (docs/decisions/0101-space-time-scan.md, bench/results/risk.md).
+    k_nearest: Annotated[int, Meta(ge=1, le=5000)] | None = 10
+    max_radius_km: Annotated[float, Meta(ge=0.0, le=500.0)] = 30.0
     max_window_days: Annotated[int, Meta(ge=1, le=90)] = 7
     study_days: Annotated[int, Meta(ge=2, le=730)] = 365
     analysis_date: date | None = None
