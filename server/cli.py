@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import os
 import secrets
@@ -235,6 +236,13 @@ def _serve(settings: Settings, role: str, migrate: bool) -> None:
     background = frozenset({"worker", "scheduler"}) if role == "all" else frozenset()
     app = create_app(settings, background=background)
     print(f"Fairwatch on http://{settings.host}:{settings.port} (API docs at /docs)", flush=True)
+    # What is loaded by now lives as long as the process: freeze it out of the collector's full
+    # passes, and run the young generation less often. A push batch keeps tens of thousands of
+    # objects alive for a moment; with the default thresholds the collector made full passes over
+    # them several times a second (about a quarter of the app's CPU in bench/sync_bench.py).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
     uvicorn.run(
         app,
         host=settings.host,

@@ -1,7 +1,11 @@
 """Background matching of new reports: incident dedup, entity resolution, person dedup.
 
 Reports are matched by the worker role, never in the push request: a push stays fast, and a
-matching failure is retried by the job queue without touching what the device sent.
+matching failure is retried by the job queue without touching what the device sent. A push of
+new reports queues one ``reports.match_many`` job per chunk of reports (a job row per report
+cost the push as much as the report's own feed row); a report whose matching fails there gets a
+``reports.match`` job of its own, so it is retried (and, in the end, buried where an operator sees
+it) without holding back the others.
 """
 
 from __future__ import annotations
@@ -11,15 +15,16 @@ import uuid
 from typing import TYPE_CHECKING
 
 from storage.db import Conn
-from storage.jobs import ClaimedJob
+from storage.jobs import ClaimedJob, JobQueue
 from storage.matching import MatchingCache, match_report, refit_model
 
 if TYPE_CHECKING:
     from server.worker import JobHandler, WorkerContext
 
-__all__ = ["HANDLERS", "MATCH_REPORT", "REFIT"]
+__all__ = ["HANDLERS", "MATCH_REPORT", "MATCH_REPORTS", "REFIT"]
 
 MATCH_REPORT = "reports.match"
+MATCH_REPORTS = "reports.match_many"
 REFIT = "matching.refit"
 _log = logging.getLogger("fairwatch.matching")
 # One per worker process: the indexes are refreshed from the database before every match, so
@@ -35,6 +40,20 @@ async def _match(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
     )
 
 
+async def _match_many(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
+    assert job.org_id is not None
+    keyring = context.resources.keyring
+    for report_id in job.payload["report_ids"]:
+        try:
+            async with conn.transaction():  # a savepoint: a failure undoes this report only
+                await match_report(conn, keyring, _CACHE, job.org_id, uuid.UUID(report_id))
+        except Exception:
+            _log.exception("matching report %s failed; queued on its own", report_id)
+            await JobQueue(conn).enqueue(
+                MATCH_REPORT, {"report_id": report_id}, org_id=job.org_id, dedupe_key=report_id
+            )
+
+
 async def _refit(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
     assert job.org_id is not None
     method = await refit_model(
@@ -43,4 +62,8 @@ async def _refit(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
     _log.info("matching model refit", extra={"fields": {"job": job.payload["job"], "how": method}})
 
 
-HANDLERS: dict[str, JobHandler] = {MATCH_REPORT: _match, REFIT: _refit}
+HANDLERS: dict[str, JobHandler] = {
+    MATCH_REPORT: _match,
+    MATCH_REPORTS: _match_many,
+    REFIT: _refit,
+}

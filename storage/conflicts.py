@@ -178,7 +178,7 @@ async def resolve_conflict(
                 raise InvalidResolution(f"the value would make the report invalid: {exc}") from None
             if updated != current.report:
                 version += 1
-                await store.update(org_id, updated, version, uuid.uuid4())
+                await store.update(org_id, updated, version)
         # The resolved value of a sensitive field lives in the report (sealed), not here.
         kept = None if is_sensitive_path(row["field"]) else chosen
         await conn.execute(

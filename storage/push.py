@@ -50,6 +50,9 @@ __all__ = ["CLOCK_SAMPLES_KEPT", "execute_push"]
 CLOCK_SAMPLES_KEPT = 20
 _RESULT = msgspec.json.Decoder(MutationResult)
 _ENCODER = msgspec.json.Encoder()
+_STORED_COLUMNS = (
+    "mutation_id", "org_id", "device_id", "seq", "body_hash", "result", "received_at",
+)  # fmt: skip
 
 
 class _Context(msgspec.Struct, frozen=True, kw_only=True):
@@ -152,28 +155,33 @@ async def execute_push(
                 await flush_creates()
                 results[step.mutation_id] = await _apply_in_savepoint(conn, reports, step, ctx)
         await flush_creates()
-        await conn.executemany(
-            Q.insert_stored_mutation,
-            [
-                (
-                    step.mutation_id,
-                    device.org_id,
-                    device.id,
-                    step.seq,
-                    step.body_hash,
-                    _ENCODER.encode(results[step.mutation_id]).decode(),
-                    results[step.mutation_id].received_at,
-                )
-                for step in plan.steps
-            ],
-        )
+        if plan.steps:
+            # Binary COPY: these ids had no stored result (looked up above, under the device lock).
+            await conn.copy_records_to_table(
+                "sync_mutations",
+                records=[
+                    (
+                        step.mutation_id,
+                        device.org_id,
+                        device.id,
+                        step.seq,
+                        step.body_hash,
+                        _ENCODER.encode(results[step.mutation_id]).decode(),
+                        results[step.mutation_id].received_at,
+                    )
+                    for step in plan.steps
+                ],
+                columns=_STORED_COLUMNS,
+            )
         await conn.executemany(
             Q.delete_held_mutation,
             [(device.id, step.mutation_id) for step in plan.steps if step.from_hold],
         )
-        raw_by_id = {
-            _mutation_id(m): raw for m, raw in zip(push.mutations, request.mutations, strict=True)
-        }
+        raw_by_id = (
+            {_mutation_id(m): raw for m, raw in zip(push.mutations, request.mutations, strict=True)}
+            if plan.new_holds
+            else {}
+        )
         for hold in plan.new_holds:
             await conn.execute(
                 Q.insert_held_mutation,
@@ -282,7 +290,6 @@ async def _apply_step(
                 monitor_id=device.monitor_id,
                 device_id=device.id,
                 report=report,
-                mutation_id=step.mutation_id,
                 recorded_at=mutation.recorded_at,
                 received_at=step.received_at,
                 clock_offset_seconds=ctx.clock.offset.total_seconds() if ctx.clock else None,
@@ -297,7 +304,12 @@ async def _apply_step(
         current = await reports.lock(device.org_id, mutation.report_id)
         base = None
         if current is not None and current.monitor_id == device.monitor_id:
-            base = await reports.version(device.org_id, mutation.report_id, mutation.base_version)
+            if mutation.base_version == current.version:
+                base = current.report  # the current version lives in the report row only
+            else:
+                base = await reports.version(
+                    device.org_id, mutation.report_id, mutation.base_version
+                )
         outcome = decide_amend(
             mutation,
             monitor_id=device.monitor_id,
@@ -309,7 +321,7 @@ async def _apply_step(
         )
         version = outcome.result.version
         if outcome.write is not None and version is not None:
-            await reports.update(device.org_id, outcome.write, version, step.mutation_id)
+            await reports.update(device.org_id, outcome.write, version)
         if outcome.conflicts:
             await reports.add_conflicts(
                 device.org_id, mutation.report_id, outcome.conflicts, step.mutation_id, device.id

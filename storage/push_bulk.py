@@ -1,7 +1,7 @@
 """The fast path of a push: new reports of one batch created together.
 
 Most of a phone's outbox is new reports. Applying them one by one costs a dozen round trips each;
-here the batch is locked, decided, sealed and written with pipelined statements, in one
+here the batch is locked, decided, sealed and written with one binary COPY per table, in one
 savepoint. If the database refuses anything, the caller falls back to the one-by-one path, which
 rejects the offending mutation alone.
 """
@@ -27,9 +27,20 @@ from sync.clock import ClockEstimate, report_time_flags
 from sync.messages import CreateReport, MutationResult
 from sync.push import ApplyStep
 
-__all__ = ["create_reports"]
+__all__ = ["MATCH_CHUNK", "create_reports"]
 
 _ENCODER = msgspec.json.Encoder()
+# Columns as COPY receives them; the rest take their defaults (change_no, xid, status, ...).
+_REPORT_COLUMNS = (
+    "id", "org_id", "monitor_id", "device_id", "content", "sealed", "occurred_at", "latitude",
+    "longitude", "categories", "recorded_at", "received_at", "clock_offset_seconds", "time_flags",
+    "version", "status_version",
+)  # fmt: skip
+_CHANGE_COLUMNS = ("org_id", "audience", "record_kind", "record_id", "version", "body")
+_JOB_COLUMNS = ("org_id", "kind", "payload", "dedupe_key", "max_attempts")
+_MATCH_MANY = "reports.match_many"
+# Reports per matching job: small enough that a job's transaction stays short (about a second).
+MATCH_CHUNK = 50
 
 
 async def create_reports(
@@ -68,7 +79,7 @@ async def _create(
     store = ReportStore(conn, keyring)
     results: dict[uuid.UUID, MutationResult] = {}
     sealer = None
-    report_rows, version_rows, attachment_rows, change_rows, job_rows = [], [], [], [], []
+    report_rows, attachment_rows, change_rows = [], [], []
     declared: set[str] = set()
     for step, mutation in zip(steps, creates, strict=True):
         existing = None
@@ -106,9 +117,9 @@ async def _create(
                 report.occurred_at, report.location.lat, report.location.lon,
                 list(report.categories), mutation.recorded_at, step.received_at,
                 clock.offset.total_seconds() if clock else None, sorted(f.value for f in flags),
+                1, 1,  # version, status_version
             )
         )  # fmt: skip
-        version_rows.append((report.id, 1, content, sealed, step.mutation_id))
         if report.attachments:
             atts = report.attachments
             attachment_rows.append(
@@ -119,10 +130,6 @@ async def _create(
                 )
             )  # fmt: skip
             declared.update(a.sha256 for a in atts)
-        job_rows.append(
-            (device.org_id, "reports.match", f'{{"report_id": "{report.id}"}}', str(report.id),
-             None, 8)
-        )  # fmt: skip
     if not report_rows:
         return results
     arrived = (
@@ -133,8 +140,11 @@ async def _create(
     now = dt.datetime.now(dt.UTC)
     audience = monitor_audience(device.monitor_id)
     by_id = {m.report.id: m.report for m in creates}
+    new_ids: list[str] = []
     for row in report_rows:
         report = by_id[row[0]]
+        report_id = str(report.id)
+        new_ids.append(report_id)
         missing = tuple(
             dict.fromkeys(a.sha256 for a in report.attachments if a.sha256 not in arrived)
         )
@@ -147,13 +157,22 @@ async def _create(
             missing_attachments=missing,
         )
         change_rows.append(
-            (device.org_id, audience, RecordKind.REPORT.value, str(report.id), 1,
+            (device.org_id, audience, RecordKind.REPORT.value, report_id, 1,
              _ENCODER.encode(change).decode())
         )  # fmt: skip
-    await conn.executemany(Q.insert_new_report, report_rows)
-    await conn.executemany(Q.insert_report_version, version_rows)
+    # Binary COPY into the real tables: every id is new (the ones already stored were locked and
+    # decided above), so there is nothing to upsert, and COPY costs the database about half of
+    # the same rows as INSERT statements. A row the constraints still refuse (a report created by
+    # a concurrent push a moment ago) aborts the savepoint, and the caller goes one by one.
+    await conn.copy_records_to_table("reports", records=report_rows, columns=_REPORT_COLUMNS)
     if attachment_rows:
         await conn.executemany(Q.replace_report_attachments, attachment_rows)
-    await conn.executemany(Q.upsert_change, change_rows)
-    await conn.executemany(Q.enqueue_job, job_rows)
+    await conn.copy_records_to_table("sync_changes", records=change_rows, columns=_CHANGE_COLUMNS)
+    # Matching learns of the new reports in the same transaction: one job per chunk of them
+    # (server/matching_jobs.py), not one per report.
+    job_rows = [
+        (device.org_id, _MATCH_MANY, _ENCODER.encode({"report_ids": chunk}).decode(), None, 8)
+        for chunk in (new_ids[i : i + MATCH_CHUNK] for i in range(0, len(new_ids), MATCH_CHUNK))
+    ]
+    await conn.copy_records_to_table("jobs", records=job_rows, columns=_JOB_COLUMNS)
     return results

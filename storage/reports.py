@@ -1,8 +1,9 @@
 """Incident reports as stored: content in the clear, sensitive parts sealed with the org's key.
 
-A report row holds the current version; ``report_versions`` keeps every version so that an
-amendment based on an older one can be merged three-way. The worker's identity and the free-text
-place are sealed (``storage.keyring``): a database dump shows neither.
+A report row holds the current version; ``report_versions`` keeps every earlier one (archived
+when an amendment replaces it), so that an amendment based on an older one can be merged
+three-way. The worker's identity and the free-text place are sealed (``storage.keyring``): a
+database dump shows neither.
 """
 
 from __future__ import annotations
@@ -140,7 +141,6 @@ class ReportStore:
         monitor_id: uuid.UUID,
         device_id: uuid.UUID,
         report: Report,
-        mutation_id: uuid.UUID,
         recorded_at: dt.datetime,
         received_at: dt.datetime,
         clock_offset_seconds: float | None,
@@ -165,16 +165,12 @@ class ReportStore:
             clock_offset_seconds,
             time_flags,
         )
-        await self._conn.execute(
-            Q.insert_report_version, report.id, 1, content, sealed, mutation_id
-        )
         await self._set_attachments(org_id, report)
 
-    async def update(
-        self, org_id: uuid.UUID, report: Report, version: int, mutation_id: uuid.UUID
-    ) -> None:
+    async def update(self, org_id: uuid.UUID, report: Report, version: int) -> None:
         clear, sealed = await self._seal(org_id, report)
         content = _ENCODER.encode(clear).decode()
+        await self._conn.execute(Q.archive_report_version, report.id)
         await self._conn.execute(
             Q.update_report,
             report.id,
@@ -185,9 +181,6 @@ class ReportStore:
             report.location.lat,
             report.location.lon,
             list(report.categories),
-        )
-        await self._conn.execute(
-            Q.insert_report_version, report.id, version, content, sealed, mutation_id
         )
         await self._set_attachments(org_id, report)
 

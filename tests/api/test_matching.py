@@ -9,7 +9,9 @@ import asyncpg
 import pytest
 
 from cases.accounts import Role
+from server import matching_jobs
 from server.worker import WorkerContext, run_worker_once
+from storage import matching as storage_matching
 from tests.api.conftest import Actor, make_actor
 from tests.api.sync_support import Client, create, new_phone, push, report
 
@@ -58,7 +60,7 @@ async def test_two_reports_of_one_raid_become_one_incident_and_can_be_split(
     elsewhere = report(categories=["FL.WAGE_WITHHOLDING"], worker=None)
     await push(client, first, [create(first, a), create(first, elsewhere)])
     await push(client, second, [create(second, b)])
-    assert await drain(client, pool) == 3
+    await drain(client, pool)
     linked = await decisions(client, staff, job="incident", status="auto_linked")
     assert len(linked) == 1
     decision = linked[0]
@@ -238,3 +240,49 @@ async def test_refit_learns_the_orgs_own_model(client: Client, pool: asyncpg.Poo
             staff.org_id,
         )
     assert model == "em"
+
+
+async def test_a_report_whose_matching_fails_is_retried_alone(
+    client: Client, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One push queues one job for its new reports; a report that fails there gets its own job
+    and does not keep the others of its push from being matched."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    # Three unrelated incidents (far apart), so none becomes the others' match candidate.
+    places = [(27.7172, 85.324), (25.2854, 51.531), (3.139, 101.6869)]
+    bodies = [
+        report(worker=None, location={"lat": lat, "lon": lon, "accuracy_m": 10.0})
+        for lat, lon in places
+    ]
+    bad = uuid.UUID(bodies[1]["id"])
+    real = storage_matching.match_report
+
+    async def flaky(conn: Any, keyring: Any, cache: Any, org_id: uuid.UUID, rid: uuid.UUID) -> None:
+        await real(conn, keyring, cache, org_id, rid)
+        if rid == bad:  # after writing, so the savepoint must undo what it wrote
+            raise RuntimeError("matching broke")
+
+    monkeypatch.setattr(matching_jobs, "match_report", flaky)
+    await push(client, phone, [create(phone, b) for b in bodies])
+    await drain(client, pool)
+    async with pool.acquire() as conn:
+        matched = {r["report_id"] for r in await conn.fetch(
+            "SELECT report_id FROM incident_members WHERE org_id = $1", staff.org_id)}  # fmt: skip
+        retry = await conn.fetchrow(
+            "SELECT state, last_error FROM jobs WHERE kind = 'reports.match' AND dedupe_key = $1",
+            str(bad),
+        )
+    assert matched == {uuid.UUID(bodies[0]["id"]), uuid.UUID(bodies[2]["id"])}
+    assert retry is not None and retry["state"] == "pending"
+    assert "matching broke" in retry["last_error"]
+
+    monkeypatch.setattr(matching_jobs, "match_report", real)
+    async with pool.acquire() as conn:  # the retry's backoff, skipped
+        await conn.execute("UPDATE jobs SET run_after = now() WHERE dedupe_key = $1", str(bad))
+    await drain(client, pool)
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval("SELECT count(*) FROM incident_members WHERE report_id = $1", bad)
+            == 1
+        )

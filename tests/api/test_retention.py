@@ -17,7 +17,7 @@ from cases.accounts import Role
 from server.retention import enqueue_retention
 from server.worker import WorkerContext, run_worker_once
 from tests.api.conftest import Actor, make_actor
-from tests.api.sync_support import Client, Phone, create, new_phone, push, report
+from tests.api.sync_support import Client, Phone, amend, create, new_phone, push, report
 from tests.api.test_cases_work import case_with_phone, partner, refer, to_open
 
 __all__: list[str] = []
@@ -38,10 +38,13 @@ async def set_retention(client: Client, admin: Actor, *, legal_hold: bool = Fals
 
 
 async def closed_case(client: Client, staff: Actor, phone: Phone) -> tuple[uuid.UUID, uuid.UUID]:
-    """Push a report, open a case on it and close it from triage; (case id, report id)."""
+    """Push a report and amend it (so an earlier version is stored too), open a case on it and
+    close it from triage; (case id, report id)."""
     body = report()
-    result = await push(client, phone, [create(phone, body)])
-    assert result["results"][0]["status"] == "applied", result
+    result = await push(
+        client, phone, [create(phone, body), amend(phone, body["id"], 1, {"severity": 2})]
+    )
+    assert [r["status"] for r in result["results"]] == ["applied", "applied"], result
     r = await client.post("/v1/cases", json={"report_ids": [body["id"]]}, headers=staff.headers)
     assert r.status_code == 201, r.text
     case: dict[str, Any] = r.json()
@@ -94,7 +97,7 @@ async def run_job(client: Client, pool: asyncpg.Pool) -> None:
 
 
 async def sealed_state(pool: asyncpg.Pool, report_id: uuid.UUID) -> tuple[bool, bool, list[bool]]:
-    """(has sealed data, redacted_at set, sealed present per stored version)."""
+    """(has sealed data, redacted_at set, sealed present per stored earlier version)."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
             "SELECT sealed IS NOT NULL AS sealed, redacted_at IS NOT NULL AS redacted"
@@ -106,7 +109,7 @@ async def sealed_state(pool: asyncpg.Pool, report_id: uuid.UUID) -> tuple[bool, 
             " WHERE report_id = $1 ORDER BY version",
             report_id,
         )
-    assert row is not None and versions
+    assert row is not None
     return row["sealed"], row["redacted"], [v["sealed"] for v in versions]
 
 
@@ -238,7 +241,7 @@ async def test_retention_also_drops_referral_copies_and_sealed_conflict_values(
             " WHERE report_id = $1 ORDER BY field",
             report_id,
         )
-    assert await sealed_state(pool, report_id) == (False, True, [False])
+    assert await sealed_state(pool, report_id) == (False, True, [])  # never amended
     assert referral is not None
     assert referral["sealed_payload"] is None
     assert "worker_name" in referral["fields"]  # what was sent stays on record

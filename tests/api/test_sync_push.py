@@ -12,6 +12,7 @@ import pytest
 import zstandard
 
 from cases.accounts import Role
+from storage import push_bulk
 from tests.api.conftest import make_actor
 from tests.api.sync_support import (
     Client,
@@ -348,3 +349,77 @@ async def test_conflicts_over_identity_are_sealed_and_shown_by_role(
     assert taken.status_code == 200, taken.text
     view = await client.get(f"/v1/reports/{body['id']}", headers=staff.headers)
     assert view.json()["report"]["worker"]["name"] == "Rama Thapa"
+
+
+async def test_new_reports_reach_matching_in_chunks(
+    client: Client, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(push_bulk, "MATCH_CHUNK", 3)  # small, so the test body stays small
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    bodies = [report() for _ in range(8)]
+    answer = await push(client, phone, [create(phone, b) for b in bodies])
+    assert {r["status"] for r in answer["results"]} == {"applied"}
+    async with pool.acquire() as conn:
+        payloads = await conn.fetch(
+            "SELECT payload::text AS payload FROM jobs WHERE org_id = $1 AND kind = $2 ORDER BY id",
+            staff.org_id,
+            "reports.match_many",
+        )
+    chunks = [msgspec.json.decode(r["payload"])["report_ids"] for r in payloads]
+    assert [len(c) for c in chunks] == [3, 3, 2]
+    assert [i for c in chunks for i in c] == [b["id"] for b in bodies]
+
+
+async def test_a_batch_the_database_refuses_is_applied_one_by_one(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """A feed row already present for a new report makes the batch's COPY fail; the one-by-one
+    path then applies every mutation (its feed write is an upsert)."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    bodies = [report() for _ in range(4)]
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO sync_changes (org_id, audience, record_kind, record_id, version, body)"
+            " VALUES ($1, $2, 'report', $3, 1, '{}')",
+            staff.org_id,
+            f"monitor:{phone.monitor_id}",
+            bodies[2]["id"],
+        )
+    answer = await push(client, phone, [create(phone, b) for b in bodies])
+    assert [r["status"] for r in answer["results"]] == ["applied"] * 4
+    async with pool.acquire() as conn:
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM reports WHERE id = ANY($1::uuid[])", [b["id"] for b in bodies]
+        )
+        jobs = await conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE kind = 'reports.match' AND dedupe_key = ANY($1)",
+            [b["id"] for b in bodies],
+        )
+    assert stored == 4
+    assert jobs == 4  # the one-by-one path queues one matching job per report
+
+
+async def test_a_version_is_stored_apart_once_an_amendment_replaces_it(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """The current version lives in the report row; an amendment archives the one it replaces,
+    so a later amendment based on that version still merges three-way."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    body = report()
+    await push(client, phone, [create(phone, body)])
+    query = "SELECT version, content FROM report_versions WHERE report_id = $1 ORDER BY version"
+    async with pool.acquire() as conn:
+        assert await conn.fetch(query, uuid.UUID(body["id"])) == []
+        first = await conn.fetchval("SELECT content FROM reports WHERE id = $1", body["id"])
+    changed = await push(client, phone, [amend(phone, body["id"], 1, {"severity": 1})])
+    assert changed["results"][0]["version"] == 2
+    async with pool.acquire() as conn:
+        kept = await conn.fetch(query, uuid.UUID(body["id"]))
+    assert [(r["version"], r["content"]) for r in kept] == [(1, first)]
+    late = await push(client, phone, [amend(phone, body["id"], 1, {"workers_affected": 40})])
+    assert (late["results"][0]["status"], late["results"][0]["version"]) == ("applied", 3)
+    view = await client.get(f"/v1/reports/{body['id']}", headers=staff.headers)
+    assert (view.json()["report"]["severity"], view.json()["report"]["workers_affected"]) == (1, 40)
