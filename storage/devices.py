@@ -159,8 +159,5 @@ class DeviceRepository:
         rows = await self._conn.fetch(Q.list_devices, org_id, monitor_id)
         return [from_row(DeviceStatus, r) for r in rows]
 
-    async def record_pull(self, device_id: uuid.UUID) -> None:
-        await self._conn.execute(Q.record_device_pull, device_id)
-
     async def record_error(self, device_id: uuid.UUID, error: str) -> None:
         await self._conn.execute(Q.record_device_error, device_id, error[:500])

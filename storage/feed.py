@@ -2,7 +2,8 @@
 
 Each record has one row per audience; rewriting it takes a new ``change_no`` and the writing
 transaction's id. A page and the transaction horizon are read in one REPEATABLE READ snapshot, and
-``sync.cursor`` picks the rows so that a change committed late is never skipped.
+``sync.cursor`` picks the rows so that a change committed late is never skipped. Pages carry the
+stored JSON bodies as they are (``sync.codec.StoredChanges``), not decoded and encoded again.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 
@@ -25,6 +27,7 @@ from sync.changes import (
     Tombstone,
     TombstoneReason,
 )
+from sync.codec import StoredChanges, StoredPullResponse
 from sync.cursor import (
     CursorState,
     PruneMark,
@@ -42,15 +45,16 @@ __all__ = [
     "FeedRow",
     "audiences_for",
     "monitor_audience",
+    "note_pull",
     "publish_report_state",
     "publish_report_status",
     "publish_report_tombstone",
     "publish_taxonomy",
     "pull_changes",
+    "read_pull_page",
 ]
 
 _ENCODER = msgspec.json.Encoder()
-_CHANGE = msgspec.json.Decoder(Change)
 ALL = "all"
 
 
@@ -79,7 +83,7 @@ async def _upsert(
     change: Change,
 ) -> None:
     await conn.execute(
-        Q.upsert_change,
+        Q.upsert_feed_change,
         org_id,
         audience,
         kind.value,
@@ -199,6 +203,74 @@ async def publish_taxonomy(conn: Conn, taxonomy: Taxonomy, *, force: bool = Fals
     return True
 
 
+async def read_pull_page(
+    conn: Conn,
+    *,
+    org_id: uuid.UUID,
+    monitor_id: uuid.UUID,
+    regions: Iterable[str],
+    request: PullRequest,
+    cursor_key: bytes,
+) -> StoredPullResponse:
+    """The next page for a device, its changes as stored. Never skips a change, even one committed
+    after a later one."""
+    region_set = frozenset(regions)
+    scope = scope_fingerprint(Scope(monitor_id=monitor_id, role="monitor", regions=region_set))
+    # Distinct audiences: the page query reads each one once.
+    audiences = audiences_for(monitor_id, region_set)
+    now = dt.datetime.now(dt.UTC)
+    # One snapshot for the horizon and the rows: the cursor rule depends on it.
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        snapshot = await conn.fetchrow(Q.feed_snapshot)
+        assert snapshot is not None
+        started = start_pull(
+            request.cursor,
+            cursor_key,
+            scope=scope,
+            epoch=snapshot["epoch"],
+            pruned=PruneMark(change_no=snapshot["pruned_change"], xid=snapshot["pruned_xid"]),
+        )
+        if not isinstance(started, PullStart):
+            return StoredPullResponse(
+                reset_required=True, reset_reason=started.reason, server_time=now
+            )
+        state: CursorState = started.state
+        xmin: int = snapshot["snapshot_xmin"]
+        window = pull_window(state, xmin)
+        rows: list[Any] = []
+        if not window.stale:
+            # Up to limit + 1 rows from each part; select_changes merges them and cuts the page.
+            rows += await conn.fetch(
+                Q.feed_newer,
+                org_id,
+                audiences,
+                str(window.target),
+                window.after,
+                request.limit + 1,
+            )
+            # The band is empty unless the horizon moved and the cursor has delivered rows.
+            if window.target > window.horizon and window.after > window.band_after:
+                await conn.execute(Q.allow_sort)
+                rows += await conn.fetch(
+                    Q.feed_band,
+                    org_id,
+                    audiences,
+                    str(window.target),
+                    window.after,
+                    str(window.horizon),
+                    window.band_after,
+                    request.limit + 1,
+                )
+    candidates = [FeedRow(r["change_no"], r["xid"], r["body"]) for r in rows]
+    page = select_changes(state, candidates, snapshot_xmin=xmin, limit=request.limit)
+    return StoredPullResponse(
+        changes=StoredChanges(row.body for row in page.rows),
+        has_more=page.has_more,
+        next_cursor=encode_cursor(page.next_state, cursor_key),
+        server_time=now,
+    )
+
+
 async def pull_changes(
     conn: Conn,
     *,
@@ -208,47 +280,18 @@ async def pull_changes(
     request: PullRequest,
     cursor_key: bytes,
 ) -> PullResponse:
-    """The next page for a device. Never skips a change, even one committed after a later one."""
-    region_set = frozenset(regions)
-    scope = scope_fingerprint(Scope(monitor_id=monitor_id, role="monitor", regions=region_set))
-    audiences = audiences_for(monitor_id, region_set)
-    now = dt.datetime.now(dt.UTC)
-    # One snapshot for the horizon and the rows: the cursor rule depends on it.
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        # A generic cached plan would sort every matching row on each page; plan per page.
-        await conn.execute(Q.plan_each_page)
-        state_row = await conn.fetchrow(Q.feed_state)
-        assert state_row is not None
-        started = start_pull(
-            request.cursor,
-            cursor_key,
-            scope=scope,
-            epoch=state_row["epoch"],
-            pruned=PruneMark(change_no=state_row["pruned_change"], xid=state_row["pruned_xid"]),
-        )
-        if not isinstance(started, PullStart):
-            return PullResponse(reset_required=True, reset_reason=started.reason, server_time=now)
-        state: CursorState = started.state
-        xmin: int = await conn.fetchval(Q.snapshot_xmin)
-        window = pull_window(state, xmin)
-        rows = []
-        if not window.stale:
-            rows = await conn.fetch(
-                Q.pull_page,
-                org_id,
-                audiences,
-                str(window.target),
-                window.after,
-                str(window.horizon),
-                window.band_after,
-                request.limit + 1,
-            )
-    candidates = [FeedRow(r["change_no"], r["xid"], r["body"]) for r in rows]
-    page = select_changes(state, candidates, snapshot_xmin=xmin, limit=request.limit)
-    changes = tuple(_CHANGE.decode(row.body) for row in page.rows)
-    return PullResponse(
-        changes=changes,
-        has_more=page.has_more,
-        next_cursor=encode_cursor(page.next_state, cursor_key),
-        server_time=now,
+    """``read_pull_page`` with typed changes."""
+    page = await read_pull_page(
+        conn,
+        org_id=org_id,
+        monitor_id=monitor_id,
+        regions=regions,
+        request=request,
+        cursor_key=cursor_key,
     )
+    return page.typed()
+
+
+async def note_pull(conn: Conn, device_id: uuid.UUID) -> None:
+    """Record that the device pulled (observability), without waiting for a WAL flush."""
+    await conn.execute(Q.note_device_pull, device_id)

@@ -262,7 +262,7 @@ class RegistryRepository:
         body = _ENCODER.encode(change).decode()
         for audience in keys:
             await self._conn.execute(
-                Q.upsert_change,
+                Q.upsert_feed_change,
                 entity.org_id,
                 audience,
                 RecordKind.ENTITY.value,
@@ -295,7 +295,7 @@ class RegistryRepository:
             if row["audience"] in keep:
                 continue
             await self._conn.execute(
-                Q.upsert_change,
+                Q.upsert_feed_change,
                 org_id,
                 row["audience"],
                 RecordKind.ENTITY.value,

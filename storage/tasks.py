@@ -83,7 +83,7 @@ async def _publish(conn: Conn, org_id: uuid.UUID, task: Task) -> None:
         status=task.status,
     )
     await conn.execute(
-        Q.upsert_change,
+        Q.upsert_feed_change,
         org_id,
         monitor_audience(task.monitor_id),
         RecordKind.TASK.value,

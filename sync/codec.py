@@ -1,17 +1,25 @@
 """Encoding and decoding of sync messages in JSON and MessagePack, with one decoder per message type
 built once at import, and the per-mutation decode that keeps one bad mutation from failing a batch.
+
+A pull page is encoded from the JSON text the change feed stores (``StoredPullResponse``), so the
+server does not turn every change into a typed ``Change`` and back; the bytes on the wire are the
+same as encoding the equivalent ``PullResponse``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import typing
+from collections.abc import Iterable
 from typing import Any, Final, TypeVar
 
 import msgspec
 
 from sync.attachments import UploadRequest, UploadStatus
+from sync.changes import Change
 from sync.messages import (
+    PROTOCOL_VERSION,
     EnrollRequest,
     EnrollResponse,
     Mutation,
@@ -20,6 +28,7 @@ from sync.messages import (
     PullResponse,
     PushRequest,
     PushResponse,
+    ResetReason,
     WipeInstruction,
 )
 
@@ -27,6 +36,8 @@ __all__ = [
     "CONTENT_TYPES",
     "DecodedPush",
     "InvalidMutation",
+    "StoredChanges",
+    "StoredPullResponse",
     "WireFormat",
     "decode",
     "decode_mutation",
@@ -74,8 +85,74 @@ _JSON_DECODERS: Final[dict[Any, msgspec.json.Decoder[Any]]] = {
 _MSGPACK_DECODERS: Final[dict[Any, msgspec.msgpack.Decoder[Any]]] = {
     t: msgspec.msgpack.Decoder(t) for t in _MESSAGE_TYPES
 }
-_JSON_ENCODER: Final = msgspec.json.Encoder()
-_MSGPACK_ENCODER: Final = msgspec.msgpack.Encoder()
+
+
+class StoredChanges:
+    """The changes of a pull page as the feed stores them: the JSON text of one ``Change`` each.
+
+    JSON goes on the wire by concatenation. MessagePack carries datetimes as timestamps where JSON
+    has text, so for it the page is decoded into typed changes, in one call, and encoded.
+    """
+
+    __slots__ = ("texts",)
+
+    def __init__(self, texts: Iterable[str] = ()) -> None:
+        self.texts: tuple[str, ...] = tuple(texts)
+
+    def json_array(self) -> bytes:
+        return ("[" + ",".join(self.texts) + "]").encode()
+
+    def decoded(self) -> list[Change]:
+        """The typed changes (validated like any decode); raises ``msgspec.ValidationError``."""
+        changes: list[Change] = _CHANGE_LIST.decode(self.json_array())
+        return changes
+
+
+_CHANGE_LIST: Final = msgspec.json.Decoder(list[Change])
+_NO_CHANGES: Final = StoredChanges()
+
+
+class StoredPullResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """``PullResponse`` with its changes still as stored: the same fields, in the same order, with
+    the same defaults, so it encodes to the same bytes (tests/unit/sync/test_codec.py checks it).
+    The server only encodes it; devices decode a ``PullResponse``."""
+
+    protocol_version: str = PROTOCOL_VERSION
+    changes: StoredChanges = _NO_CHANGES
+    has_more: bool = False
+    next_cursor: str | None = None
+    reset_required: bool = False
+    reset_reason: ResetReason | None = None
+    server_time: dt.datetime
+
+    def typed(self) -> PullResponse:
+        """The same page as a ``PullResponse`` (for callers inside the server, and tests)."""
+        return PullResponse(
+            protocol_version=self.protocol_version,
+            changes=tuple(self.changes.decoded()),
+            has_more=self.has_more,
+            next_cursor=self.next_cursor,
+            reset_required=self.reset_required,
+            reset_reason=self.reset_reason,
+            server_time=self.server_time,
+        )
+
+
+def _json_hook(obj: Any) -> Any:
+    if isinstance(obj, StoredChanges):
+        return msgspec.Raw(obj.json_array())
+    raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
+
+
+def _msgpack_hook(obj: Any) -> Any:
+    if isinstance(obj, StoredChanges):
+        return obj.decoded()
+    raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
+
+
+# The hooks only see types the encoders do not know, which used to be an error.
+_JSON_ENCODER: Final = msgspec.json.Encoder(enc_hook=_json_hook)
+_MSGPACK_ENCODER: Final = msgspec.msgpack.Encoder(enc_hook=_msgpack_hook)
 
 
 def format_for_content_type(content_type: str | None) -> WireFormat | None:

@@ -23,7 +23,7 @@ from server.resources import Db, resources_of
 from server.wire import read_sync_body, sync_response
 from storage.attachments import receive_part, start_or_resume_upload, upload_status_for
 from storage.devices import DeviceRepository
-from storage.feed import pull_changes
+from storage.feed import note_pull, read_pull_page
 from storage.push import execute_push
 from sync.attachments import UploadRequest
 from sync.codec import decode, decode_push
@@ -145,7 +145,7 @@ async def pull(
     except msgspec.MsgspecError as exc:
         raise _invalid(exc) from None
     res = resources_of(state)
-    answer = await pull_changes(
+    answer = await read_pull_page(
         db,
         org_id=device.org_id,
         monitor_id=device.monitor_id,
@@ -153,7 +153,9 @@ async def pull(
         request=message,
         cursor_key=res.cursor_key,
     )
-    await DeviceRepository(db).record_pull(device.id)
+    # Observability only: the start and the end of a sync say enough, not every page between.
+    if message.cursor is None or not answer.has_more:
+        await note_pull(db, device.id)
     return sync_response(request, answer)
 
 

@@ -56,19 +56,12 @@ SET next_seq = $2, clock_samples = $3, clock_offset_seconds = $4, last_push_at =
     outbox_depth = $5
 WHERE id = $1;
 
--- name: record_device_pull
-UPDATE devices SET last_pull_at = now() WHERE id = $1;
-
 -- name: record_device_error
 UPDATE devices SET last_error = $2, last_error_at = now() WHERE id = $1;
 
 -- name: stored_mutations
 SELECT mutation_id, device_id, seq, body_hash, result::text AS result
 FROM sync_mutations WHERE mutation_id = ANY($1::uuid[]);
-
--- name: insert_stored_mutation
-INSERT INTO sync_mutations (mutation_id, org_id, device_id, seq, body_hash, result, received_at)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7);
 
 -- name: held_mutations
 SELECT mutation_id, seq, body_hash, body, body_format, received_at
@@ -100,9 +93,13 @@ SET version = $2, content = $3::jsonb, sealed = $4, occurred_at = $5, latitude =
     longitude = $7, categories = $8, updated_at = now()
 WHERE id = $1;
 
--- name: insert_report_version
-INSERT INTO report_versions (report_id, version, content, sealed, mutation_id)
-VALUES ($1, $2, $3::jsonb, $4, $5);
+-- name: archive_report_version
+-- An amendment is about to replace the current version (which lives in `reports` only): keep it,
+-- so that a later amendment based on it can still be merged three-way. Reports stored before
+-- migration 0009 already have a row for their current version.
+INSERT INTO report_versions (report_id, version, content, sealed)
+SELECT id, version, content, sealed FROM reports WHERE id = $1
+ON CONFLICT (report_id, version) DO NOTHING;
 
 -- name: delete_report
 UPDATE reports SET deleted_at = now(), version = version + 1, status = 'withdrawn',
@@ -153,40 +150,6 @@ SET size_bytes = excluded.size_bytes, media_type = excluded.media_type,
 
 -- name: arrived_blobs
 SELECT sha256 FROM blobs WHERE org_id = $1 AND sha256 = ANY($2::text[]);
-
--- name: upsert_change
--- Rewriting a record moves it to the end of the feed under the writing transaction's id.
-INSERT INTO sync_changes (org_id, audience, record_kind, record_id, version, body)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb)
-ON CONFLICT (coalesce(org_id, '00000000-0000-0000-0000-000000000000'::uuid),
-             audience, record_kind, record_id)
-DO UPDATE SET change_no = nextval(pg_get_serial_sequence('sync_changes', 'change_no')),
-              xid = pg_current_xact_id(), version = excluded.version, body = excluded.body,
-              changed_at = now();
-
--- name: snapshot_xmin
-SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
-
--- name: pull_page
--- Two halves with their own lower bounds so each is a short index range scan: rows newer than the
--- cursor, and the "band" of late commits below it. (One OR'ed condition had no lower bound and
--- scanned the feed from the start on every page.)
-(SELECT change_no, xid::text::bigint AS xid, body::text AS body
- FROM sync_changes
- WHERE (org_id = $1 OR org_id IS NULL) AND audience = ANY($2::text[])
-   AND xid < $3::text::xid8 AND change_no > $4
- ORDER BY change_no LIMIT $7)
-UNION ALL
-(SELECT change_no, xid::text::bigint AS xid, body::text AS body
- FROM sync_changes
- WHERE (org_id = $1 OR org_id IS NULL) AND audience = ANY($2::text[])
-   AND xid < $3::text::xid8 AND xid >= $5::text::xid8 AND change_no > $6 AND change_no <= $4
- ORDER BY change_no LIMIT $7)
-ORDER BY change_no
-LIMIT $7;
-
--- name: feed_state
-SELECT epoch, pruned_change, pruned_xid, taxonomy_hash FROM sync_feed_state;
 
 -- name: lock_feed_state
 SELECT epoch, pruned_change, pruned_xid, taxonomy_hash FROM sync_feed_state FOR UPDATE;
@@ -256,15 +219,5 @@ WHERE r.org_id = $1 AND r.deleted_at IS NULL
 UPDATE reports SET status_version = status_version + 1 WHERE id = $1
 RETURNING status_version, version;
 
--- name: plan_each_page
-SET LOCAL plan_cache_mode = force_custom_plan;
-
 -- name: lock_reports
 SELECT id FROM reports WHERE id = ANY($1::uuid[]) FOR UPDATE;
-
--- name: insert_new_report
--- A report created by a push: its first status is published in the same statement batch.
-INSERT INTO reports (id, org_id, monitor_id, device_id, version, content, sealed, occurred_at,
-                     latitude, longitude, categories, recorded_at, received_at,
-                     clock_offset_seconds, time_flags, status_version)
-VALUES ($1, $2, $3, $4, 1, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1);

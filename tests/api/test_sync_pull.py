@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import json
 import os
 import uuid
+from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from cases.accounts import Role
 from cases.taxonomy import load_taxonomy
+from sync.changes import ReportStatusChange, TaskChange, TaxonomyChange
+from sync.codec import CONTENT_TYPES, WireFormat, decode, encode
+from sync.messages import PullRequest, PullResponse
 from tests.api.conftest import make_actor
 from tests.api.sync_support import (
     Client,
@@ -240,3 +247,88 @@ async def test_device_sync_health_is_visible_to_admins(client: Client, pool: asy
         flags = await conn.fetchval("SELECT time_flags FROM reports")
     assert "clock_skew_large" in flags
     assert uuid.UUID(device["monitor_id"]) == phone.monitor_id
+
+
+async def test_stored_bodies_reach_devices_alike_in_json_and_msgpack(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    body = report()
+    await push(client, phone, [create(phone, body)])
+    # A task stored in another JSON layout (as jsonb left rows before migration 0010: keys
+    # reordered, spaces after separators); pages pass stored bodies through, so it must still
+    # reach the device as the same typed change.
+    task = TaskChange(
+        version=1,
+        changed_at=dt.datetime(2025, 3, 1, 9, 5, 0, 123456, tzinfo=dt.UTC),
+        task_id=uuid.uuid4(),
+        report_id=uuid.UUID(body["id"]),
+        prompt="Which agency took the fee? कुन एजेन्सी?",
+        due_at=dt.datetime(2025, 3, 8, tzinfo=dt.UTC),
+    )
+    fields = msgspec.json.decode(msgspec.json.encode(task))
+    relaid = json.dumps(dict(sorted(fields.items(), key=lambda kv: (len(kv[0]), kv[0]))))
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO sync_changes (org_id, audience, record_kind, record_id, version, body) "
+            "VALUES ($1, $2, 'task', $3, 1, $4)",
+            staff.org_id,
+            f"monitor:{phone.monitor_id}",
+            str(task.task_id),
+            relaid,
+        )
+    pages = {}
+    for fmt, encoding in ((WireFormat.JSON, "identity"), (WireFormat.MSGPACK, "zstd")):
+        media = CONTENT_TYPES[fmt]
+        headers = {"Content-Type": media, "Accept": media, "Accept-Encoding": encoding}
+        r = await client.post(
+            "/v1/sync/pull",
+            content=encode(PullRequest(device_id=phone.device_id, limit=1000), fmt),
+            headers={**phone.headers, **headers},
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith(media)
+        assert r.headers.get("content-encoding", "identity") == encoding
+        pages[fmt] = decode(PullResponse, r.content, fmt)  # httpx inflated the zstd body
+    assert pages[WireFormat.JSON].changes == pages[WireFormat.MSGPACK].changes
+    kinds = [type(c) for c in pages[WireFormat.JSON].changes]
+    assert kinds.count(TaxonomyChange) == len(load_taxonomy().categories)
+    assert [c for c in pages[WireFormat.JSON].changes if isinstance(c, TaskChange)] == [task]
+    [status] = [c for c in pages[WireFormat.JSON].changes if isinstance(c, ReportStatusChange)]
+    assert str(status.report_id) == body["id"]
+
+
+async def test_last_pull_is_noted_at_the_start_and_end_of_a_sync(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+
+    async def page(cursor: str | None) -> tuple[dict[str, Any], object]:
+        r = await client.post(
+            "/v1/sync/pull",
+            json={"device_id": str(phone.device_id), "cursor": cursor, "limit": 5},
+            headers=phone.headers,
+        )
+        assert r.status_code == 200, r.text
+        async with pool.acquire() as conn:
+            noted = await conn.fetchval(
+                "SELECT last_pull_at FROM devices WHERE id = $1", phone.device_id
+            )
+        result: dict[str, Any] = r.json()
+        return result, noted
+
+    first, started = await page(None)
+    assert started is not None and first["has_more"]  # the taxonomy alone takes several pages
+    second, between = await page(first["next_cursor"])
+    assert second["has_more"] and between == started
+    cursor = second["next_cursor"]
+    while True:
+        last, ended = await page(cursor)
+        cursor = last["next_cursor"]
+        if not last["has_more"]:
+            break
+        assert ended == started
+    assert isinstance(ended, dt.datetime) and isinstance(started, dt.datetime)
+    assert ended > started

@@ -74,7 +74,7 @@ async def test_out_of_order_commits_are_never_skipped(
                 version=1, changed_at=dt.datetime.now(dt.UTC), report_id=rid, status="x"
             )
             await conn.execute(
-                Q.upsert_change, org, audience, RecordKind.REPORT.value, str(rid), 1,
+                Q.upsert_feed_change, org, audience, RecordKind.REPORT.value, str(rid), 1,
                 msgspec.json.encode(change).decode(),
             )  # fmt: skip
             written.append(str(rid))

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import uuid
 from typing import Any
 
 import msgspec
 import pytest
 
-from sync.changes import RecordKind, Tombstone, TombstoneReason
+from cases.reports import DeclaredAttachment
+from sync.changes import (
+    Change,
+    EntityChange,
+    RecordKind,
+    ReportStatusChange,
+    TaskChange,
+    TaxonomyChange,
+    Tombstone,
+    TombstoneReason,
+)
 from sync.codec import (
     InvalidMutation,
+    StoredChanges,
+    StoredPullResponse,
     WireFormat,
     decode,
     decode_mutation,
@@ -28,6 +42,7 @@ from sync.messages import (
     PushRequest,
     PushResponse,
     ReportChanges,
+    ResetReason,
 )
 from tests.unit.sync.samples import NOW, report_dict
 
@@ -197,3 +212,101 @@ def test_content_types() -> None:
     assert format_for_content_type("Application/X-MsgPack") is WireFormat.MSGPACK
     assert format_for_content_type("text/plain") is None
     assert format_for_content_type(None) is None
+
+
+def _every_kind_of_change() -> tuple[Change, ...]:
+    return (
+        ReportStatusChange(
+            version=2,
+            report_version=1,
+            changed_at=NOW,
+            report_id=uuid.UUID(int=7),
+            status="received",
+            missing_attachments=("ab" * 32,),
+        ),
+        TaskChange(
+            version=1,
+            changed_at=NOW,
+            task_id=uuid.UUID(int=8),
+            prompt="Which agency took the fee? ÖÇ नेपाल",
+            due_at=NOW + dt.timedelta(days=2),
+            attachments=(
+                DeclaredAttachment(sha256="cd" * 32, size_bytes=10, media_type="image/jpeg"),
+            ),
+        ),
+        TaxonomyChange(
+            version=3,
+            changed_at=NOW,
+            code="FL.DOC_RETENTION",
+            labels={"en": "Passport kept", "ar": "حجز جواز السفر"},
+            taxonomy_version="3",
+        ),
+        EntityChange(
+            version=1,
+            changed_at=NOW,
+            entity_id=uuid.UUID(int=9),
+            entity_kind="recruitment_agency",
+            name="Gulf Star Manpower W.L.L.",
+            aliases=("Gulf Star",),
+            phones=("+97441234567",),
+            country="QA",
+        ),
+        Tombstone(
+            version=4,
+            changed_at=NOW,
+            record_kind=RecordKind.ENTITY,
+            record_id=str(uuid.UUID(int=10)),
+            reason=TombstoneReason.OUT_OF_SCOPE,
+        ),
+    )
+
+
+def test_stored_pull_response_mirrors_pull_response() -> None:
+    # Same fields, order and defaults but for the type of ``changes``: a field added to one
+    # must be added to the other, or the two would encode differently.
+    def shape(t: type[msgspec.Struct]) -> list[tuple[str, object]]:
+        fields = msgspec.structs.fields(t)
+        return [(f.name, None if f.name == "changes" else f.default) for f in fields]
+
+    assert shape(StoredPullResponse) == shape(PullResponse)
+
+
+@pytest.mark.parametrize("fmt", list(WireFormat))
+def test_stored_page_encodes_like_the_typed_page(fmt: WireFormat) -> None:
+    changes = _every_kind_of_change()
+    stored = StoredChanges(msgspec.json.encode(c).decode() for c in changes)
+    page = StoredPullResponse(changes=stored, has_more=True, next_cursor="abc", server_time=NOW)
+    typed = PullResponse(changes=changes, has_more=True, next_cursor="abc", server_time=NOW)
+    assert encode(page, fmt) == encode(typed, fmt)
+    assert page.typed() == typed
+    assert decode(PullResponse, encode(page, fmt), fmt) == typed
+    why = ResetReason.SCOPE_CHANGED
+    reset = StoredPullResponse(reset_required=True, reset_reason=why, server_time=NOW)
+    typed_reset = PullResponse(reset_required=True, reset_reason=why, server_time=NOW)
+    assert encode(reset, fmt) == encode(typed_reset, fmt)
+
+
+@pytest.mark.parametrize("fmt", list(WireFormat))
+def test_stored_bodies_in_another_json_layout_decode_the_same(fmt: WireFormat) -> None:
+    # Rows stored before migration 0010 have jsonb's layout: keys reordered, spaces added.
+    changes = _every_kind_of_change()
+    relaid = []
+    for change in changes:
+        fields = msgspec.json.decode(msgspec.json.encode(change))
+        reordered = dict(sorted(fields.items(), key=lambda kv: (len(kv[0]), kv[0])))
+        relaid.append(json.dumps(reordered, ensure_ascii=False))
+    page = StoredPullResponse(changes=StoredChanges(relaid), server_time=NOW)
+    assert decode(PullResponse, encode(page, fmt), fmt).changes == changes
+
+
+def test_a_malformed_stored_body_is_refused_for_msgpack() -> None:
+    # JSON passes stored text through (the column only holds valid JSON); MessagePack decodes it.
+    page = StoredPullResponse(changes=StoredChanges(['{"kind": "nope"}']), server_time=NOW)
+    with pytest.raises(msgspec.ValidationError):
+        encode(page, WireFormat.MSGPACK)
+
+
+def test_unknown_objects_still_cannot_be_encoded() -> None:
+    for fmt in WireFormat:
+        with pytest.raises(TypeError, match="unsupported"):
+            encode(object(), fmt)
