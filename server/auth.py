@@ -8,7 +8,7 @@ The resolved ``Principal`` carries the caller's organisation, and every query is
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -119,14 +119,16 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=token)
 
 
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+# Guards are coroutines: Litestar runs a plain-function guard in a worker thread, a thread hop
+# on every request for what is an isinstance check.
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
 def requires(*roles: Role) -> Guard:
     """A guard admitting staff whose role is one of ``roles``."""
     allowed = frozenset(roles)
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = connection.user
         if not isinstance(principal, Principal):
             raise NotAuthorizedException()
@@ -142,7 +144,7 @@ def requires(*roles: Role) -> Guard:
 def requires_device() -> Guard:
     """A guard admitting enrolled devices only (the sync endpoints)."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if not isinstance(connection.user, DevicePrincipal):
             raise PermissionDeniedException(detail="only an enrolled device may call this")
 
