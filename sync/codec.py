@@ -221,10 +221,10 @@ def decode_one_mutation(raw: bytes | msgspec.Raw, fmt: WireFormat) -> Mutation |
     Raises ``msgspec.ValidationError``/``DecodeError`` when even the envelope is unreadable.
     Also used to revive a held mutation from the bytes stored for it.
     """
-    envelope = decode(MutationEnvelope, raw, fmt)
     try:
-        return decode_mutation(raw, fmt)
+        return decode_mutation(raw, fmt)  # the common case: one decode, envelope included
     except msgspec.ValidationError as exc:
+        envelope = decode(MutationEnvelope, raw, fmt)  # raises when even this is unreadable
         generic = msgspec.json.decode(raw) if fmt is WireFormat.JSON else _msgpack_any(raw)
         return InvalidMutation(
             envelope=envelope,
