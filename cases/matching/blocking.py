@@ -17,6 +17,7 @@ from cases.matching.features import (
     sound_pairs,
 )
 from cases.matching.model import FrequencyTable
+from cases.matching.phonetic import phonetic_code
 
 __all__ = [
     "CandidateIndex",
@@ -65,13 +66,36 @@ def _subscriber_keys(phones: Iterable[str]) -> set[str]:
     return {f"ph:{phone[-8:]}" for phone in phones}
 
 
+def _sound_with_initials(features: PersonFeatures) -> set[str]:
+    # Each token's sound with the first sound of every other token or initial: "Rafjesh Kumar"
+    # meets "Rajesh Kumar" (KMR|R), "M. Hassan" meets "Mohamed Hassan" (HSN|M) and "Meonn
+    # Raejsh" meets "Rajesh Menon" (RJS|M), where a typo changed the other token's sound. Far
+    # more selective than the token alone, so the record ranks above its namesakes.
+    name = features.name
+    sounds = [features.codes.get(token, "") for token in name.tokens]
+    firsts = [code[:1] for code in sounds] + [phonetic_code(i)[:1] for i in name.initials]
+    keys: set[str] = set()
+    for position, code in enumerate(sounds):
+        if not code:
+            continue
+        others = {first for index, first in enumerate(firsts) if index != position and first}
+        keys.update(f"ci:{code}|{first}" for first in others)
+    return keys
+
+
 def person_keys(features: PersonFeatures) -> list[str]:
-    """Name tokens, pairs of name sounds, whole-name sound, identifiers, phones, date of birth
-    with each initial. Pairs of sounds keep namesakes of a very common given name or surname
-    reachable when the single token is too common to be a key ("Mohammad")."""
+    """Name tokens, pairs of name sounds, each sound with the other tokens' first sounds,
+    whole-name sound, identifiers, phones, date of birth with each initial. Pairs of sounds
+    keep namesakes of a very common given name or surname reachable when the single token is
+    too common to be a key ("Mohammad")."""
     name = features.name
     keys: set[str] = {f"t:{token}" for token in name.tokens}
     keys.update(f"pp:{pair}" for pair in sound_pairs(features.codes.values()))
+    keys.update(_sound_with_initials(features))
+    if features.district:
+        # A common name within one home district: ranks a namesake from the same district
+        # above the hundreds from elsewhere.
+        keys.update(f"ds:{features.district}|{code}" for code in features.codes.values() if code)
     if name.phonetic:
         keys.add(f"pk:{name.phonetic_key}")
     keys.update(_subscriber_keys(features.phones))

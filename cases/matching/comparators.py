@@ -13,6 +13,7 @@ from datetime import date, datetime
 from rapidfuzz.distance import OSA, JaroWinkler
 
 from cases.matching.normalise import FILLER_WORDS, SUBSCRIBER_PREFIX, OrgName, PersonName
+from cases.matching.phonetic import phonetic_code
 
 __all__ = [
     "CATEGORY_LEVELS",
@@ -25,6 +26,7 @@ __all__ = [
     "ORG_NAME_LEVELS",
     "PERSON_NAME_LEVELS",
     "PHONE_LEVELS",
+    "PLACEHOLDER_BIRTHDAYS",
     "PLACE_NAME_LEVELS",
     "TIME_GAP_LEVELS",
     "TOKEN_OVERLAP_LEVELS",
@@ -43,6 +45,7 @@ __all__ = [
     "compare_time_gap",
     "compare_token_overlap",
     "haversine_km",
+    "is_placeholder_birthday",
     "ordered_by_length",
     "weighted_token_similarity",
 ]
@@ -50,11 +53,26 @@ __all__ = [
 MISSING = -1
 
 ORG_NAME_LEVELS = ("exact", "typo", "same_core", "partial", "weak", "disagree")
-PERSON_NAME_LEVELS = ("exact", "phonetic", "close", "partial", "overlap", "disagree")
+PERSON_NAME_LEVELS = (
+    "exact",
+    "phonetic",
+    "close",
+    "partial",
+    "overlap",
+    "relative",
+    "disagree",
+)
 IDENTIFIER_LEVELS = ("exact", "one_edit", "disagree")
 ID_NUMBER_LEVELS = ("exact", "one_edit", "disagree", "other_kind")
 PHONE_LEVELS = ("exact", "same_subscriber", "disagree")
-DOB_LEVELS = ("exact", "day_month_swapped", "year_off_by_one", "one_part_differs", "disagree")
+DOB_LEVELS = (
+    "exact",
+    "day_month_swapped",
+    "year_off_by_one",
+    "one_part_differs",
+    "same_year_placeholder",
+    "disagree",
+)
 DISTANCE_LEVELS = ("within_200m", "within_1km", "within_5km", "farther")
 TIME_GAP_LEVELS = ("within_2h", "within_12h", "within_2d", "within_7d", "longer")
 CATEGORY_LEVELS = ("equal", "most", "some", "none")
@@ -136,11 +154,21 @@ def compare_org_names(a: Sequence[OrgName], b: Sequence[OrgName], token_weight: 
     return best
 
 
+# Two tokens with one phonetic code must still look alike: the code drops vowels and classes
+# consonants, so unrelated names collide ("Kumari" / "Ghimire", "Bhattarai" / "Bahadur": 0.53
+# and 0.69) while the spelling variants it is for stay above this (Muhammad / Mhmd: 0.74).
+_SOUND_ALIKE_FLOOR = 0.72
+
+
 def _sound_alike(a: str, b: str, codes: dict[str, str]) -> bool:
     if _tokens_agree(a, b):
         return True
     code = codes.get(a, "")
-    return bool(code) and code == codes.get(b, "")
+    return (
+        bool(code)
+        and code == codes.get(b, "")
+        and JaroWinkler.normalized_similarity(a, b) >= _SOUND_ALIKE_FLOOR
+    )
 
 
 def align_person_names(
@@ -202,28 +230,83 @@ def compare_person_names(a: PersonName, b: PersonName, codes: dict[str, str]) ->
     `codes` maps every token of both names to its phonetic code. Levels: the same tokens
     (exact), the same sounds (phonetic), every token agreeing up to a typo or a split (close),
     one side writing fewer names that the other contains (partial: a dropped middle name, an
-    initial), all but one token of the shorter name agreeing (overlap: a given name mistyped
-    beyond recognition, or a relative sharing the surname), or disagree.
+    initial), all but one token of the shorter name agreeing and the odd one out still
+    resembling its counterpart (overlap: a given name mistyped beyond recognition), the same
+    but with a plainly different name or initial (relative: a family member sharing the
+    surname, and often the phone and the district), or disagree.
     """
     if not a.tokens or not b.tokens:
         return MISSING
-    if a.key == b.key:
-        return 0
-    if a.phonetic == b.phonetic:
-        return 1
     shorter, longer = ordered_by_length(a, b)
     aligned, consumed = align_person_names(shorter.tokens, longer.tokens, codes)
     if len(aligned) == len(shorter.tokens) and consumed == len(longer.tokens):
-        return 2
+        # Every full name agrees; contradicting initials ("T. Menon", "U. Menon") are two
+        # people sharing a surname, not one person.
+        if _initials_conflict(a, b):
+            return 5
+        return 0 if a.key == b.key else 1 if a.phonetic == b.phonetic else 2
     if len(aligned) == len(shorter.tokens):
-        # One side wrote fewer names; its initials must not contradict the missing ones.
-        leftover = {t[0] for t in longer.tokens} - {t[0] for t in shorter.tokens}
-        if not shorter.initials or set(shorter.initials) & leftover or not leftover:
+        # One side wrote fewer names; its initials must not contradict the missing ones
+        # (compared by sound: "V. Tamang" is "Bishnu Tamang" written as "Vishnu").
+        leftover = _first_sounds(longer.tokens, codes) - _first_sounds(shorter.tokens, codes)
+        initials = {phonetic_code(i)[:1] for i in shorter.initials}
+        if not initials or initials & leftover or not leftover:
             return 3
-        return 4
+        return 5
+    if _initials_cover(shorter, longer, aligned, codes) or (
+        len(shorter.tokens) == len(longer.tokens)
+        and _initials_cover(
+            longer, shorter, align_person_names(longer.tokens, shorter.tokens, codes)[0], codes
+        )
+    ):
+        return 3  # "Reynaldo Ocampo" / "R. Luna Ocampo": an initial, a missing middle name
     if aligned and len(aligned) >= len(shorter.tokens) - 1:
-        return 4
-    return 5
+        return 4 if _odd_tokens_resemble(shorter, longer, aligned, codes) else 5
+    return 6
+
+
+def _first_sounds(tokens: Sequence[str], codes: dict[str, str]) -> set[str]:
+    return {(codes.get(t) or phonetic_code(t))[:1] for t in tokens}
+
+
+def _initials_cover(
+    shorter: PersonName, longer: PersonName, aligned: Sequence[str], codes: dict[str, str]
+) -> bool:
+    """Whether every token of the shorter name left without a partner is one the longer name
+    wrote as an initial (each initial used once)."""
+    if not longer.initials:
+        return False
+    odd = [t for t in shorter.tokens if t not in aligned]
+    initials = [phonetic_code(i)[:1] for i in longer.initials]
+    for token in odd:
+        sound = (codes.get(token) or phonetic_code(token))[:1]
+        if sound not in initials:
+            return False
+        initials.remove(sound)
+    return True
+
+
+_RESEMBLE = 0.7  # Jaro-Winkler of a mangled name and its original ("Xiti" / "Siti": 0.83)
+
+
+def _odd_tokens_resemble(
+    shorter: PersonName, longer: PersonName, aligned: Sequence[str], codes: dict[str, str]
+) -> bool:
+    """Whether a token of the shorter name left without a partner still looks like one of the
+    longer name's unmatched tokens (a heavy typo) rather than another name (a relative)."""
+    odd = [t for t in shorter.tokens if t not in aligned]
+    unmatched = [
+        t for t in longer.tokens if not any(t == x or _sound_alike(t, x, codes) for x in aligned)
+    ]
+    return any(JaroWinkler.normalized_similarity(x, y) >= _RESEMBLE for x in odd for y in unmatched)
+
+
+def _initials_conflict(a: PersonName, b: PersonName) -> bool:
+    """Both names carry initials and none of them sounds alike (V. and B. do)."""
+    if not a.initials or not b.initials:
+        return False
+    left = {phonetic_code(i) for i in a.initials}
+    return not left & {phonetic_code(i) for i in b.initials}
 
 
 def _id_shape(number: str) -> str:
@@ -267,8 +350,21 @@ def compare_phones(a: Collection[str], b: Collection[str]) -> int:
     return 2
 
 
+# Day and month that registers write when only the year of birth is known: 1 January almost
+# everywhere (refugee and civil registers, passports issued on declared ages), 1 July in some.
+PLACEHOLDER_BIRTHDAYS = frozenset({(1, 1), (7, 1)})
+
+
+def is_placeholder_birthday(value: date) -> bool:
+    """True for a date of birth that probably stands for "born in this year"."""
+    return (value.month, value.day) in PLACEHOLDER_BIRTHDAYS
+
+
 def compare_dates_of_birth(a: date | None, b: date | None) -> int:
-    """Dates of birth with the usual clerical errors as their own levels."""
+    """Dates of birth with the usual clerical errors as their own levels: day and month
+    swapped (US against day-first order), the year off by one (an age converted to a year),
+    one part differing (a mistyped day, month or year digit), and a placeholder date (1 January
+    for an unknown birthday) against a full date of the same year."""
     if a is None or b is None:
         return MISSING
     if a == b:
@@ -280,7 +376,9 @@ def compare_dates_of_birth(a: date | None, b: date | None) -> int:
     parts_equal = (a.year == b.year) + (a.month == b.month) + (a.day == b.day)
     if parts_equal == 2:
         return 3
-    return 4
+    if a.year == b.year and (is_placeholder_birthday(a) or is_placeholder_birthday(b)):
+        return 4
+    return 5
 
 
 def haversine_km(lat_a: float, lon_a: float, lat_b: float, lon_b: float) -> float:

@@ -34,6 +34,7 @@ __all__ = [
     "MatchExplanation",
     "Matcher",
     "PersonRecord",
+    "ScoredBatch",
     "ScoredCandidate",
 ]
 
@@ -79,6 +80,25 @@ def _identity(features: object) -> str:
     return str(getattr(features, "id", ""))
 
 
+def _fits(model: MatchModel, fresh: MatchModel) -> bool:
+    return [(f.name, f.levels) for f in model.fields] == [(f.name, f.levels) for f in fresh.fields]
+
+
+class ScoredBatch(Generic[F]):
+    """A batch indexed from scratch with the total weight of every candidate pair (positions
+    in `features`, lower first); weights of other pairs are added when `group` needs them."""
+
+    def __init__(
+        self,
+        features: list[F],
+        frequencies: FrequencyTable,
+        weights: dict[tuple[int, int], float],
+    ) -> None:
+        self.features = features
+        self.frequencies = frequencies
+        self.weights = weights
+
+
 class _DisjointSets:
     def __init__(self, size: int) -> None:
         self.parent = list(range(size))
@@ -107,11 +127,14 @@ class Matcher(Generic[R, F]):
         reference_frequencies: FrequencyTable | None = None,
     ) -> None:
         self.job = job
-        self.model = model or starting_model(
-            job.name, [(f.name, f.levels, f.tf_levels) for f in job.fields]
-        )
-        if self.model.thresholds != job.thresholds and self.model.method == "starting":
-            self.model = msgspec.structs.replace(self.model, thresholds=job.thresholds)
+        fresh = starting_model(job.name, [(f.name, f.levels, f.tf_levels) for f in job.fields])
+        if model is not None and not _fits(model, fresh):
+            # A model stored before the job's fields or levels changed (a new comparator level)
+            # cannot score the new levels: start afresh until the job is refitted.
+            model = None
+        # A given model keeps its thresholds (`with_thresholds` builds one); a fresh one takes
+        # the job's.
+        self.model = model or msgspec.structs.replace(fresh, thresholds=job.thresholds)
         # Value frequencies used when no index is given (explaining two loose records).
         self.reference_frequencies = reference_frequencies or FrequencyTable()
         self._weights = [
@@ -231,22 +254,38 @@ class Matcher(Generic[R, F]):
                 decision = "review"
         return msgspec.structs.replace(best, probability=probability, decision=decision)
 
-    def cluster(self, records: Sequence[R]) -> list[tuple[str, ...]]:
-        """Group records from scratch: union of auto-links, strongest first, where a merge must
-        also be supported on average by all cross pairs of the two groups (no chaining)."""
+    def score_batch(self, records: Sequence[R]) -> ScoredBatch[F]:
+        """Index a batch from scratch and score every candidate pair once (the expensive
+        half of `cluster`; `group` can then be run at several thresholds)."""
         index = self.build_index(records)
         features = index.records
-        frequencies = index.frequencies
-        threshold = self.model.thresholds
         weights: dict[tuple[int, int], float] = {}
-        links: list[tuple[float, int, int]] = []
         for i, item in enumerate(features):
             for j in index.candidates(item, before=i):
-                weight = self.total_weight(item, features[j], frequencies)
-                weights[(j, i)] = weight
-                if self.model.probability(weight) >= threshold.link:
-                    links.append((weight, j, i))
-        links.sort(reverse=True)
+                weights[(j, i)] = self.total_weight(item, features[j], index.frequencies)
+        return ScoredBatch(features, index.frequencies, weights)
+
+    def cluster(self, records: Sequence[R], *, coherent: bool = True) -> list[tuple[str, ...]]:
+        """Group records from scratch: union of auto-links, strongest first, where a merge must
+        also be supported on average by all cross pairs of the two groups (no chaining). With
+        `coherent=False`, the plain transitive closure of the auto-links (for comparison: one
+        wrong link then merges two whole groups)."""
+        return self.group(self.score_batch(records), coherent=coherent)
+
+    def group(self, batch: ScoredBatch[F], *, coherent: bool = True) -> list[tuple[str, ...]]:
+        """The clustering step of `cluster` on a scored batch, at this matcher's thresholds
+        (the batch must come from a matcher with the same model but for its thresholds)."""
+        features, frequencies, weights = batch.features, batch.frequencies, batch.weights
+        threshold = self.model.thresholds
+        merge = threshold.review if threshold.merge is None else threshold.merge
+        links = sorted(
+            (
+                (weight, a, b)
+                for (a, b), weight in weights.items()
+                if self.model.probability(weight) >= threshold.link
+            ),
+            reverse=True,
+        )
         sets = _DisjointSets(len(features))
 
         def pair_probability(x: int, y: int) -> float:
@@ -260,9 +299,9 @@ class Matcher(Generic[R, F]):
             if root_a == root_b:
                 continue
             group_a, group_b = sets.members[root_a], sets.members[root_b]
-            if len(group_a) * len(group_b) > 1:
+            if coherent and len(group_a) * len(group_b) > 1:
                 cross = [pair_probability(x, y) for x in group_a[:50] for y in group_b[:50]]
-                if sum(cross) / len(cross) < threshold.review:
+                if sum(cross) / len(cross) < merge:
                     continue
             sets.union(root_a, root_b)
         ids = [str(getattr(f, "id", "")) for f in features]
@@ -377,7 +416,14 @@ class Matcher(Generic[R, F]):
         totals = [refitted.total_weight(a, b, frequencies) for a, b in pairs]
         return self._with(calibrate_from_labels(model, totals, labels), frequencies)
 
-    def with_thresholds(self, link: float, review: float) -> Matcher[R, F]:
-        thresholds = msgspec.structs.replace(self.model.thresholds, link=link, review=review)
+    def with_thresholds(
+        self, link: float, review: float, merge: float | None = None
+    ) -> Matcher[R, F]:
+        """The same model with other thresholds (`merge`: see `Thresholds`; None keeps the
+        current one)."""
+        merge = self.model.thresholds.merge if merge is None else merge
+        thresholds = msgspec.structs.replace(
+            self.model.thresholds, link=link, review=review, merge=merge
+        )
         model = msgspec.structs.replace(self.model, thresholds=thresholds)
         return self._with(model, self.reference_frequencies)

@@ -267,7 +267,7 @@ def person_job(default_region: str | None = None) -> JobSpec[PersonRecord, Perso
             "name",
             cmp.PERSON_NAME_LEVELS,
             lambda a, b, _: cmp.compare_person_names(a.name, b.name, a.codes | b.codes),
-            tf_levels=(0, 1, 2, 3, 4),
+            tf_levels=(0, 1, 2, 3, 4, 5),
             tf_frequency=_person_name_frequency,
         ),
         FieldSpec(

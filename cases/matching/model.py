@@ -58,6 +58,9 @@ class Thresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     review: float = 0.5
     # Linkage jobs only: the best candidate must beat a plausible runner-up by this many bits.
     ambiguity_margin: float = 4.0
+    # Clustering (dedup jobs): the mean probability over the cross pairs of two groups that
+    # an auto-link between them needs to merge them; None: `review` (the first behaviour).
+    merge: float | None = None
 
 
 class Calibration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

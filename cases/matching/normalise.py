@@ -151,7 +151,9 @@ _MAX_FORM_LENGTH = max(len(form) for form in _LATIN_LEGAL_FORMS)
 _LEADING_LEGAL_FORMS = {"pt": "pt", "cv": "cv"}
 _LEADING_COURTESY = (("m", "s"), ("messrs",), ("ms",))
 
-_PERSON_COURTESY = frozenset({"mr", "mrs", "ms", "miss", "dr", "sri", "smt", "hajji", "haji"})
+# "Sri" is not among them: it is a given name in Indonesia (Sri Rahayu) as often as an Indian
+# honorific, and dropping a real name merges Sri Rahayu with Siti Rahayu.
+_PERSON_COURTESY = frozenset({"mr", "mrs", "ms", "miss", "dr", "smt", "shrimati", "hajji", "haji"})
 # Patronymic connectors carry no identity of their own (Ahmad bin Ismail, Siti binti Ali), nor
 # does the Arabic article, which clerks write attached, hyphenated or not at all (Al-Hassan).
 _PERSON_CONNECTORS = frozenset({"bin", "binti", "bt", "bte", "so", "do", "wo", "al", "el"})
@@ -300,10 +302,11 @@ _INTERNATIONAL_PREFIX = re.compile(r"^\s*(?:00|\+\s*00)\s*")
 
 def normalise_phone(raw: str, region: str | None = None) -> str | None:
     """E.164 form of a phone number, using `region` (ISO 3166 alpha-2) for national formats."""
-    if region is None:
-        # "00" is the international call prefix of every corridor country (South Asia, the Gulf,
-        # South-East Asia), so without a region hint "00977 98..." still has a country code.
-        raw = _INTERNATIONAL_PREFIX.sub("+", raw)
+    # "00" is the international call prefix of almost every corridor country (South Asia, the
+    # Gulf, Malaysia, the Philippines), and people write "0062 812..." even where the carrier
+    # prefix differs (Indonesia's 001/007): read it as "+" with or without a region hint, or
+    # phonenumbers takes the leading 0 for a trunk prefix (+62 0062 812...).
+    raw = _INTERNATIONAL_PREFIX.sub("+", raw)
     try:
         number = phonenumbers.parse(raw, region.upper() if region else None)
     except phonenumbers.NumberParseException:

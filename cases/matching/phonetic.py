@@ -59,6 +59,8 @@ def phonetic_code(token: str) -> str:
     word = "".join(ch for ch in token.lower() if "a" <= ch <= "z")
     if not word:
         return ""
+    if word == "y":
+        return "J"  # the initial of Yusuf, Yuni, Youssef: codes like their full names
     for digraph, replacement in _DIGRAPHS:
         word = word.replace(digraph, replacement)
     first = word[0]
