@@ -24,6 +24,7 @@ from cases.reports import PartyReference, Report
 from storage.case_links import on_incident_split, open_case_for_incident
 from storage.db import Conn
 from storage.errors import NotFound, StorageError
+from storage.jobs import JobQueue
 from storage.keyring import Keyring
 from storage.queries import Q
 from storage.reports import SealedParts, sealed_context
@@ -94,7 +95,15 @@ async def _matcher(conn: Conn, org_id: uuid.UUID, job: Job) -> Matcher[Any, Any]
         spec = person_job()
     stored = await conn.fetchval(Q.get_match_model, org_id, job)
     model = msgspec.json.decode(stored, type=MatchModel) if stored else None
-    return Matcher(spec, model)
+    matcher: Matcher[Any, Any] = Matcher(spec, model)
+    if model is not None and matcher.model is not model and job != "entity":
+        # The stored model predates the engine's comparison levels, so the matcher set it aside
+        # for the starting model: refit from the org's own data instead of waiting for someone
+        # to ask (the same job and dedupe key as POST /v1/matching/{job}/refit).
+        await JobQueue(conn).enqueue(
+            "matching.refit", {"job": job}, org_id=org_id, dedupe_key=f"{org_id}:{job}"
+        )
+    return matcher
 
 
 def _add(corpus: _Corpus, record: Any) -> None:

@@ -6,12 +6,16 @@ import uuid
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from cases.accounts import Role
+from cases.matching.jobs import incident_job
+from cases.matching.model import MatchModel, starting_model
 from server import matching_jobs
 from server.worker import WorkerContext, run_worker_once
 from storage import matching as storage_matching
+from storage.queries import Q
 from tests.api.conftest import Actor, make_actor
 from tests.api.sync_support import Client, create, new_phone, push, report
 
@@ -240,6 +244,42 @@ async def test_refit_learns_the_orgs_own_model(client: Client, pool: asyncpg.Poo
             staff.org_id,
         )
     assert model == "em"
+
+
+async def test_a_model_from_before_a_comparator_change_is_refitted_by_itself(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    fresh = starting_model(
+        "incident", [(f.name, f.levels, f.tf_levels) for f in incident_job().fields]
+    )
+    first = fresh.fields[0]
+    # As stored by an older engine: the first field had one comparison level fewer.
+    older = msgspec.structs.replace(first, levels=first.levels[:-1], m=first.m[:-1], u=first.u[:-1])
+    stale = msgspec.structs.replace(fresh, fields=(older, *fresh.fields[1:]), method="labels")
+    async with pool.acquire() as conn:
+        await conn.execute(
+            Q.put_match_model, staff.org_id, "incident", msgspec.json.encode(stale).decode()
+        )
+    phone = await new_phone(client, staff)
+    bodies = [
+        raid(
+            occurred_at=f"2026-11-{1 + i % 10:02d}T{8 + i % 12:02d}:00:00+00:00",
+            location={"lat": 25.0 + (i % 6) * 0.2, "lon": 51.2 + (i % 6) * 0.2},
+            employer={"name": f"Employer {i % 11}"},
+        )
+        for i in range(60)
+    ]
+    await push(client, phone, [create(phone, b) for b in bodies])
+    await drain(client, pool)  # matching sets the stale model aside and queues a refit
+    async with pool.acquire() as conn:
+        stored = await conn.fetchval(
+            "SELECT model::text FROM match_models WHERE org_id = $1 AND job = 'incident'",
+            staff.org_id,
+        )
+    model = msgspec.json.decode(stored, type=MatchModel)
+    assert model.method == "em"
+    assert [f.levels for f in model.fields] == [f.levels for f in fresh.fields]
 
 
 async def test_a_report_whose_matching_fails_is_retried_alone(
