@@ -19,6 +19,7 @@ BENCHMARKS = {
     "risk-validity": "bench.risk_validity",
     "matching-quality": "bench.matching_quality",
     "matching-speed": "bench.matching_speed",
+    "matching-febrl": "bench.matching_febrl",
     "cases": "bench.cases_list",
 }
 
