@@ -52,7 +52,21 @@ __all__ = [
 
 MISSING = -1
 
-ORG_NAME_LEVELS = ("exact", "typo", "same_core", "partial", "weak", "disagree")
+# reordered: the same words, the distinctive ones in another order ("Capiz Tagalog" / "Tagalog
+# Capiz": writers keep a name's order, registries may hold both); same_core: the same
+# distinctive words, trade words added or dropped ("Bidda" / "Bidda Trading & Contracting");
+# other_trade: the same distinctive words with contradicting trade words ("Sabari Human
+# Resources" / "Sabari Consultants"), the way registry siblings differ.
+ORG_NAME_LEVELS = (
+    "exact",
+    "reordered",
+    "typo",
+    "same_core",
+    "other_trade",
+    "partial",
+    "weak",
+    "disagree",
+)
 PERSON_NAME_LEVELS = (
     "exact",
     "phonetic",
@@ -126,19 +140,27 @@ def _org_name_level(a: OrgName, b: OrgName, token_weight: TokenWeight) -> int:
     if not a.compact or not b.compact:
         return MISSING
     if a.compact == b.compact:
-        return 0
+        return 0 if a.significant == b.significant else 1
     similarity = weighted_token_similarity(a.tokens, b.tokens, token_weight)
     if similarity >= 0.9 and JaroWinkler.normalized_similarity(a.compact, b.compact) >= _CLOSE:
-        return 1  # every token agrees up to a typo
+        return 2  # every token agrees up to a typo
     if a.significant and b.significant:
         core = weighted_token_similarity(a.significant, b.significant, token_weight)
         if core >= 0.9:
-            return 2  # same distinctive words, other trade words
+            return 4 if _trade_words_conflict(a, b) else 3
     if similarity >= 0.6:
-        return 3
+        return 5
     if similarity >= 0.3:
-        return 4
-    return 5
+        return 6
+    return 7
+
+
+def _trade_words_conflict(a: OrgName, b: OrgName) -> bool:
+    # Leaving trade words out is what writers do; writing other ones is what tells registry
+    # siblings apart. A conflict: each side has a trade word the other lacks.
+    trade_a = {t for t in a.tokens if t in FILLER_WORDS}
+    trade_b = {t for t in b.tokens if t in FILLER_WORDS}
+    return bool(trade_a - trade_b) and bool(trade_b - trade_a)
 
 
 def compare_org_names(a: Sequence[OrgName], b: Sequence[OrgName], token_weight: TokenWeight) -> int:

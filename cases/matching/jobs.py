@@ -140,7 +140,8 @@ def _entity_name_frequency(
 ) -> TermFrequency:
     # Exact names: how common is the whole name; same core: how common are its distinctive
     # words ("Doha" is shared by many registry entries, "Sagarmatha Kantipur" by few).
-    namespace, attribute = ("org_key", "compact") if level == 0 else ("org_core", "core")
+    whole = cmp.ORG_NAME_LEVELS[level] in {"exact", "reordered"}
+    namespace, attribute = ("org_key", "compact") if whole else ("org_core", "core")
     shared = {getattr(n, attribute) for n in a.names} & {getattr(n, attribute) for n in b.names}
     shared.discard("")
     frequencies = [f for f in (freq.frequency(namespace, key) for key in shared) if f is not None]
@@ -160,7 +161,10 @@ def entity_job(default_region: str | None = None) -> JobSpec[EntityRecord, Entit
             "name",
             cmp.ORG_NAME_LEVELS,
             lambda a, b, freq: cmp.compare_org_names(a.names, b.names, _org_rarity(freq)),
-            tf_levels=(0, 2),
+            tf_levels=tuple(
+                cmp.ORG_NAME_LEVELS.index(level)
+                for level in ("exact", "reordered", "same_core", "other_trade")
+            ),
             tf_frequency=_entity_name_frequency,
         ),
         FieldSpec(

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Collection
 
 import msgspec
 import phonenumbers
 from anyascii import anyascii
+from rapidfuzz.distance import OSA
 
 from cases.matching.phonetic import phonetic_code
 
@@ -246,6 +248,39 @@ def _strip_latin_forms(tokens: list[str]) -> tuple[list[str], str]:
     return tokens, forms[0] if forms else ""
 
 
+# A misspelt trade word or legal form ("Corporatin", "hTenaga", "Limted") would otherwise count
+# as a distinctive word of its own and make the mention look like another agency. Only words of
+# six letters or more are corrected, and only to a word one edit away: shorter words ("ltd",
+# "inc") are a typo away from too many real names.
+_MIN_CORRECTED = 6
+_CORRECTABLE_FILLERS = tuple(sorted(w for w in FILLER_WORDS if len(w) >= _MIN_CORRECTED))
+_CORRECTABLE_FORMS = tuple(
+    sorted(f[0] for f in _LATIN_LEGAL_FORMS if len(f) == 1 and len(f[0]) >= _MIN_CORRECTED)
+)
+
+
+def _one_edit_from(token: str, words: Collection[str]) -> str | None:
+    if len(token) < _MIN_CORRECTED - 1:
+        return None
+    found = [w for w in words if OSA.distance(token, w, score_cutoff=1) <= 1]
+    # "servics" is one edit from both "service" and "services": the same length wins.
+    found.sort(key=lambda w: (abs(len(w) - len(token)), w))
+    return found[0] if found else None
+
+
+def _correct_trade_words(tokens: list[str]) -> list[str]:
+    """Spell a token one edit from a trade word or, last in the name, from a legal form
+    ("corporatin"), as that word."""
+    corrected = []
+    for position, token in enumerate(tokens):
+        if token not in FILLER_WORDS:
+            last = position == len(tokens) - 1 and position > 0
+            form = _one_edit_from(token, _CORRECTABLE_FORMS) if last else None
+            token = form or _one_edit_from(token, _CORRECTABLE_FILLERS) or token
+        corrected.append(token)
+    return corrected
+
+
 def _merge_split_words(tokens: list[str]) -> list[str]:
     # "Man Power", "Over Seas": join neighbours whose concatenation is a known trade word.
     merged: list[str] = []
@@ -260,7 +295,7 @@ def _merge_split_words(tokens: list[str]) -> list[str]:
 def normalise_org_name(name: str) -> OrgName:
     """Normalise an employer or agency name written in any script."""
     native, native_form = _strip_native_forms(unicodedata.normalize("NFKC", name).lower())
-    tokens, latin_form = _strip_latin_forms(_tokens(to_latin(native)))
+    tokens, latin_form = _strip_latin_forms(_correct_trade_words(_tokens(to_latin(native))))
     tokens = _merge_split_words(tokens)
     ordered = sorted(tokens)
     significant = tuple(t for t in tokens if t not in FILLER_WORDS)

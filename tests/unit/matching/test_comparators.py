@@ -80,8 +80,35 @@ def test_org_name_typo_and_same_core_levels() -> None:
         return cmp.ORG_NAME_LEVELS[found]
 
     assert level("Sagarmatha Overseas Pvt Ltd", "Sagarmatah Overseas") == "typo"
-    assert level("Sagarmatha Overseas Pvt Ltd", "Sagarmatha Manpower Services") == "same_core"
+    assert level("Sagarmatha Overseas Pvt Ltd", "Sagarmatha Pvt Ltd") == "same_core"
     assert level("Sagarmatha Kantipur Overseas", "Kantipur Overseas") == "partial"
+
+
+def test_distinctive_words_in_another_order_are_reordered_not_exact() -> None:
+    def level(a: str, b: str) -> str:
+        found = cmp.compare_org_names([normalise_org_name(a)], [normalise_org_name(b)], _even)
+        return cmp.ORG_NAME_LEVELS[found]
+
+    assert level("Capiz Tagalog Manpower Agency Inc.", "CAPIZ TAGALOG MANPOWER AGENCY") == "exact"
+    assert level("Capiz Tagalog Manpower Agency", "Tagalog Capiz Manpower Agency") == "reordered"
+    # Trade words in another order change nothing.
+    assert level("Doha Trading & Contracting", "Doha Contracting and Trading") == "exact"
+
+
+def test_dropped_trade_words_are_same_core_but_other_trade_words_are_not() -> None:
+    def level(a: str, b: str) -> str:
+        found = cmp.compare_org_names([normalise_org_name(a)], [normalise_org_name(b)], _even)
+        return cmp.ORG_NAME_LEVELS[found]
+
+    # A writer leaves trade words out, or writes some of them ...
+    assert level("Bidda WLL", "Bidda Trading & Contracting W.L.L.") == "same_core"
+    assert level("Majd Trading", "Majd Trading & Contracting") == "same_core"
+    # ... but other trade words are how registry siblings differ.
+    assert level("Sabari Human Resources", "Sabari Consultants Pvt Ltd") == "other_trade"
+    assert level("Sagarmatha Overseas Pvt Ltd", "Sagarmatha Manpower Services") == "other_trade"
+    other_trade = cmp.ORG_NAME_LEVELS.index("other_trade")
+    assert cmp.ORG_NAME_LEVELS.index("same_core") < other_trade
+    assert other_trade < cmp.ORG_NAME_LEVELS.index("partial")
 
 
 def test_org_name_matches_through_an_alias() -> None:

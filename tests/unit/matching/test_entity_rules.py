@@ -18,7 +18,10 @@ from cases.matching.model import (
 from cases.matching.normalise import normalise_org_name
 
 ENTITY_TABLE = {
-    "name": ((0.6, 0.15, 0.1, 0.1, 0.03, 0.02), (0.0005, 0.001, 0.004, 0.01, 0.05, 0.9345)),
+    "name": (
+        (0.55, 0.05, 0.15, 0.1, 0.03, 0.07, 0.03, 0.02),
+        (0.0005, 0.0005, 0.001, 0.004, 0.004, 0.006, 0.05, 0.934),
+    ),
     "licence": ((0.95, 0.04, 0.01), (0.0001, 0.0009, 0.999)),
     "registration": ((0.9, 0.05, 0.05), (0.0001, 0.0009, 0.999)),
     "phone": ((0.85, 0.05, 0.1), (0.0001, 0.0004, 0.9995)),
@@ -145,3 +148,37 @@ def test_fit_with_labels_calibrates_the_best_candidate_of_a_linkage() -> None:
     assert clear.id == "e9-2"
     assert clear.probability > vague.probability
     assert vague.decision != "link"
+
+
+def test_registry_siblings_told_apart_by_trade_words() -> None:
+    matcher = _matcher()
+    registry = [
+        _agency("e1", "Sabari Human Resources Pvt Ltd", country="IN"),
+        _agency("e2", "Sabari Consultants Pvt Ltd", country="IN"),
+        _agency("e3", "Sagarmatha Kantipur Manpower Pvt Ltd", country="NP"),
+    ]
+    index = matcher.build_index(registry)
+    written = EntityRecord(id="m1", kind="mention", legal_name="SABARI HUMAN RESOURCES")
+    levels = [
+        {f.field: f.level for f in matcher.explain(written, entity, index).fields}["name"]
+        for entity in registry[:2]
+    ]
+    # Other trade words count against the sibling more than trade words left out would.
+    assert levels == ["exact", "other_trade"]
+    clear = matcher.match_one(written, index)[0]
+    assert (clear.id, clear.decision) == ("e1", "link")
+    # Without its trade words the name fits both siblings equally: no auto-link.
+    bare = matcher.match_one(EntityRecord(id="m2", kind="mention", legal_name="Sabari"), index)
+    assert {c.id for c in bare[:2]} == {"e1", "e2"}
+    assert math.isclose(bare[0].total_weight, bare[1].total_weight)
+    assert bare[0].decision != "link"
+
+
+def test_a_misspelt_legal_form_still_gives_an_exact_name() -> None:
+    matcher = _matcher()
+    registry = [_agency("e1", "Sagarmatha Kantipur Manpower Pvt Ltd", country="NP")]
+    mention = EntityRecord(
+        id="m", kind="mention", legal_name="Sagarmatha Kantipur Manpowr Pvt Limted"
+    )
+    levels = {f.field: f.level for f in matcher.explain(mention, registry[0]).fields}
+    assert (levels["name"], levels["legal_form"]) == ("exact", "equal")

@@ -116,3 +116,27 @@ def test_phone_formats_with_region_hint_give_one_e164() -> None:
 def test_identifiers_keep_upper_case_alphanumerics_only() -> None:
     assert normalise_identifier("lic-1234 / ab") == "LIC1234AB"
     assert normalise_identifier("P.A. 0042") == "PA0042"
+
+
+@pytest.mark.parametrize(
+    ("written", "tokens", "form"),
+    [
+        ("Batanes Manpower Agency Corporatin", ("batanes", "manpower", "agency"), "corp"),
+        ("PT Sakti Lestari hTenaga Kerja", ("sakti", "lestari", "tenaga", "kerja"), "pt"),
+        ("Isabela Manpower Agecy Inc.", ("isabela", "manpower", "agency"), "inc"),
+        ("Sunkoshi Overseas Limted", ("sunkoshi", "overseas"), "ltd"),
+    ],
+)
+def test_misspelt_trade_words_and_legal_forms_are_recognised(
+    written: str, tokens: tuple[str, ...], form: str
+) -> None:
+    name = normalise_org_name(written)
+    assert (name.tokens, name.legal_form) == (tokens, form)
+
+
+def test_distinctive_words_are_not_corrected_into_trade_words() -> None:
+    # Short words and words more than one edit from a trade word stay as written; a legal form
+    # is only corrected at the end of a name.
+    assert normalise_org_name("Trade Links Overseas").significant == ("trade", "links")
+    assert normalise_org_name("Limted Overseas").tokens == ("limted", "overseas")
+    assert normalise_org_name("Mandiri Sentosa").significant == ("mandiri", "sentosa")
