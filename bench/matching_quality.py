@@ -237,9 +237,12 @@ def write_section(name: str, body: str) -> None:
 def _evaluate_csv(args: argparse.Namespace) -> None:
     from bench.matching_csv import evaluate_persons_csv, read_persons_csv
 
-    records, truth = read_persons_csv(
-        args.persons_csv, args.truth_column, args.truth_regex, args.region
-    )
+    try:
+        records, truth = read_persons_csv(
+            args.persons_csv, args.truth_column, args.truth_regex, args.region
+        )
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # a bad file: one line, no traceback
+        raise SystemExit(f"matching_quality: {exc}") from None
     result = evaluate_persons_csv(records, truth, fit=args.fit, link=args.link)
     print(
         f"person dedup on {args.persons_csv} ({result.fit} fit): {result.records} records, "
