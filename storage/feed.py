@@ -39,7 +39,7 @@ from sync.cursor import (
     select_changes,
     start_pull,
 )
-from sync.messages import PullRequest, PullResponse
+from sync.messages import PullRequest
 
 __all__ = [
     "FeedRow",
@@ -50,7 +50,6 @@ __all__ = [
     "publish_report_status",
     "publish_report_tombstone",
     "publish_taxonomy",
-    "pull_changes",
     "read_pull_page",
 ]
 
@@ -269,27 +268,6 @@ async def read_pull_page(
         next_cursor=encode_cursor(page.next_state, cursor_key),
         server_time=now,
     )
-
-
-async def pull_changes(
-    conn: Conn,
-    *,
-    org_id: uuid.UUID,
-    monitor_id: uuid.UUID,
-    regions: Iterable[str],
-    request: PullRequest,
-    cursor_key: bytes,
-) -> PullResponse:
-    """``read_pull_page`` with typed changes."""
-    page = await read_pull_page(
-        conn,
-        org_id=org_id,
-        monitor_id=monitor_id,
-        regions=regions,
-        request=request,
-        cursor_key=cursor_key,
-    )
-    return page.typed()
 
 
 async def note_pull(conn: Conn, device_id: uuid.UUID) -> None:

@@ -17,7 +17,7 @@ import msgspec
 import pytest
 
 from storage.db import Conn, connect
-from storage.feed import monitor_audience, pull_changes
+from storage.feed import monitor_audience, read_pull_page
 from storage.queries import Q
 from sync.changes import RecordKind, ReportStatusChange
 from sync.messages import PullRequest
@@ -37,7 +37,7 @@ class Puller:
 
     async def step(self, pool: asyncpg.Pool) -> bool:
         async with pool.acquire() as conn:
-            page = await pull_changes(
+            stored = await read_pull_page(
                 conn,
                 org_id=self.org_id,
                 monitor_id=self.monitor_id,
@@ -45,6 +45,7 @@ class Puller:
                 request=PullRequest(device_id=uuid.uuid4(), cursor=self.cursor, limit=PAGE),
                 cursor_key=KEY,
             )
+        page = stored.typed()
         assert not page.reset_required
         self.cursor = page.next_cursor
         self.seen += [str(c.report_id) for c in page.changes if isinstance(c, ReportStatusChange)]
