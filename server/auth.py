@@ -23,6 +23,8 @@ from server.passwords import hash_token
 from server.problems import ProblemError
 from server.resources import resources_of
 from storage.accounts import SessionRepository
+from storage.audit import record_staff
+from storage.db import Conn
 from storage.devices import DeviceAuth, DeviceRepository
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "DevicePrincipal",
     "Guard",
     "Principal",
+    "audit_staff",
     "device_of",
     "principal_of",
     "requires",
@@ -172,3 +175,15 @@ ANY_STAFF = (Role.ORG_ADMIN, Role.CASE_MANAGER, Role.ANALYST)
 # ``device: DeviceCaller`` the authenticated device.
 Caller = NamedDependency[Principal]
 DeviceCaller = NamedDependency[DeviceAuth]
+
+
+async def audit_staff(
+    db: Conn,
+    principal: Principal,
+    action: str,
+    kind: str,
+    object_id: object = None,
+    **detail: Any,
+) -> None:
+    """Audit an action of the signed-in staff member, in the caller's transaction."""
+    await record_staff(db, principal.org_id, principal.user_id, action, kind, object_id, **detail)

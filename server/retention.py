@@ -16,9 +16,8 @@ from litestar import get, put
 from litestar.params import JSONBody
 
 from cases.accounts import Role
-from server.auth import ANY_STAFF, Caller, requires
+from server.auth import ANY_STAFF, Caller, audit_staff, requires
 from server.resources import Db
-from server.routes.account_security import audit_staff
 from storage.db import Conn
 from storage.jobs import ClaimedJob, JobQueue
 from storage.retention import (

@@ -21,13 +21,12 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from cases.accounts import Role
-from server.auth import ANY_STAFF, Caller, requires
+from server.auth import ANY_STAFF, Caller, audit_staff, requires
 from server.passwords import hash_password, hash_token, new_token, password_problem
 from server.problems import FieldError, ProblemError
 from server.resources import Db, resources_of
 from storage.accounts import OrgRepository, SessionRepository, UserRepository
 from storage.audit import record_staff
-from storage.db import Conn
 from storage.errors import NotFound
 from storage.staff_security import PasswordResets, TotpAlreadyEnabled, TotpStore
 
@@ -83,12 +82,6 @@ def matching_step(secret: str, code: str, now: float | None = None) -> int | Non
         if secrets.compare_digest(totp.at(moment), code):
             return totp.timecode(datetime.fromtimestamp(moment, UTC))
     return None
-
-
-async def audit_staff(
-    db: Conn, principal: Caller, action: str, kind: str, object_id: object, **detail: Any
-) -> None:
-    await record_staff(db, principal.org_id, principal.user_id, action, kind, object_id, **detail)
 
 
 def _wrong_code() -> ProblemError:

@@ -15,11 +15,10 @@ from litestar.params import QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from cases.accounts import Role
-from server.auth import Caller, requires
+from server.auth import Caller, audit_staff, requires
 from server.resources import Db
 from server.retention import ROUTES as RETENTION_ROUTES
 from server.routes import account_security
-from server.routes.account_security import audit_staff
 from storage.audit import AuditRecord, list_entries, verify_chain
 
 __all__ = ["ROUTES", "AuditPage", "AuditView", "audit_staff", "list_audit", "verify_audit"]

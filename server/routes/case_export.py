@@ -20,11 +20,10 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.response import Stream
 
-from server.auth import ANY_STAFF, Caller, Principal, requires
+from server.auth import ANY_STAFF, Caller, Principal, audit_staff, requires
 from server.resources import Db, resources_of
 from server.routes.case_filters import CaseFilters, provide_case_filters
 from server.routes.case_problems import case_errors, case_view
-from storage.audit import record_staff
 from storage.case_list import CaseFilter, CaseSort, iterate_cases, list_cases
 from storage.retention import analyst_cell_resolution
 
@@ -54,10 +53,9 @@ CSV_COLUMNS = (
 async def _start(principal: Principal, db: Db, fmt: str, filters: CaseFilter) -> None:
     with case_errors():
         await list_cases(db, principal.org_id, filters, limit=1)  # refuse bad filters before 200
-    await record_staff(
+    await audit_staff(
         db,
-        principal.org_id,
-        principal.user_id,
+        principal,
         "case.export",
         "cases",
         format=fmt,

@@ -12,11 +12,10 @@ from litestar import get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from cases.accounts import Role
-from server.auth import ANY_STAFF, Caller, requires
+from server.auth import ANY_STAFF, Caller, audit_staff, requires
 from server.pagination import Page, decode_page_token, page_of
 from server.problems import ProblemError
 from server.resources import Db
-from storage.audit import record_staff
 from storage.db import KEYSET_START
 from storage.errors import NotFound
 from storage.jobs import JobQueue
@@ -77,12 +76,6 @@ def _decision(row: Any) -> Decision:
     return msgspec.convert(data, Decision)
 
 
-async def _audit(db: Db, principal: Caller, action: str, decision_id: uuid.UUID) -> None:
-    await record_staff(
-        db, principal.org_id, principal.user_id, action, "match_decision", decision_id
-    )
-
-
 @get(
     "/v1/matching/decisions",
     guards=[requires(*_CASE_TEAM)],
@@ -127,7 +120,8 @@ async def _decide(principal: Caller, db: Db, decision_id: uuid.UUID, accept: boo
             await decide(
                 db, principal.org_id, decision_id, accept=accept, user_id=principal.user_id
             )
-            await _audit(db, principal, "match.accept" if accept else "match.reject", decision_id)
+            action = "match.accept" if accept else "match.reject"
+            await audit_staff(db, principal, action, "match_decision", decision_id)
     except DecisionConflict as exc:
         raise ProblemError(
             409, "decision-state", "The decision cannot change now", str(exc)
@@ -168,7 +162,7 @@ async def undo(principal: Caller, db: Db, decision_id: FromPath[uuid.UUID]) -> D
     try:
         async with db.transaction():
             await undo_decision(db, principal.org_id, decision_id, user_id=principal.user_id)
-            await _audit(db, principal, "match.undo", decision_id)
+            await audit_staff(db, principal, "match.undo", "match_decision", decision_id)
     except DecisionConflict as exc:
         raise ProblemError(
             409, "decision-state", "The decision cannot change now", str(exc)
@@ -199,7 +193,7 @@ async def get_person(principal: Caller, db: Db, person_id: FromPath[uuid.UUID]) 
     if not await db.fetchval(Q.person_exists, principal.org_id, person_id):
         raise NotFound("person", person_id)
     rows = await db.fetch(Q.person_reports_list, principal.org_id, person_id)
-    await record_staff(db, principal.org_id, principal.user_id, "person.read", "person", person_id)
+    await audit_staff(db, principal, "person.read", "person", person_id)
     return Group(id=person_id, members=[msgspec.convert(dict(r), Member) for r in rows])
 
 

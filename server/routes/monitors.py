@@ -15,12 +15,11 @@ from litestar.status_codes import HTTP_201_CREATED
 
 from cases.accounts import Role
 from cases.registry import REGION_RESOLUTION
-from server.auth import Caller, requires
+from server.auth import Caller, audit_staff, requires
 from server.pagination import Page, decode_page_token, page_of
 from server.passwords import hash_token
 from server.problems import FieldError, ProblemError
 from server.resources import Db
-from server.routes.account_security import audit_staff
 from server.routes.sync import normalise_code
 from storage.devices import DeviceRepository, DeviceStatus, Monitor, MonitorRepository
 

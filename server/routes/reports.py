@@ -13,11 +13,10 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from cases.accounts import Role
 from cases.classification import ROLE_CLASSES, FieldClass, view_for
-from server.auth import Caller, requires
+from server.auth import Caller, audit_staff, requires
 from server.pagination import Page, decode_page_token, page_of
 from server.problems import ProblemError
 from server.resources import Db, resources_of
-from storage.audit import record_staff
 from storage.conflicts import (
     Conflict,
     ConflictAlreadyResolved,
@@ -94,10 +93,9 @@ async def get_report(
     async with db.transaction():
         found = await ReportStore(db, resources_of(state).keyring).get(principal.org_id, report_id)
         if sees_sensitive:
-            await record_staff(
+            await audit_staff(
                 db,
-                principal.org_id,
-                principal.user_id,
+                principal,
                 "report.read_sensitive",
                 "report",
                 report_id,
@@ -164,10 +162,9 @@ async def resolve(
                 value=data.value,
                 user_id=principal.user_id,
             )
-            await record_staff(
+            await audit_staff(
                 db,
-                principal.org_id,
-                principal.user_id,
+                principal,
                 "conflict.resolve",
                 "conflict",
                 conflict_id,

@@ -12,12 +12,11 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 
 from cases.accounts import Email, Org, Role, StaffUser
-from server.auth import ANY_STAFF, Caller, requires
+from server.auth import ANY_STAFF, Caller, audit_staff, requires
 from server.pagination import Page, decode_page_token, page_of
 from server.passwords import hash_password, password_problem
 from server.problems import FieldError, ProblemError
 from server.resources import Db
-from server.routes.account_security import audit_staff
 from storage.accounts import OrgRepository, SessionRepository, UserRepository
 
 __all__ = ["create_user", "get_org", "get_user", "list_users", "update_user"]
