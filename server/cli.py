@@ -224,6 +224,10 @@ async def _run_headless(settings: Settings, role: str) -> None:
         await pool.close()
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _serve(settings: Settings, role: str, migrate: bool) -> None:
     import uvicorn
 
@@ -243,6 +247,11 @@ def _serve(settings: Settings, role: str, migrate: bool) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 10)
+    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again under the
+    # handler it found. With the default one the process would die there, skipping the exit
+    # handlers, and the embedded PostgreSQL would outlive it with a stale handle that keeps it
+    # running for good; exiting the interpreter normally runs them (same code as the default).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.run(
         app,
         host=settings.host,

@@ -2,7 +2,7 @@
 
 The server listens on a Unix socket only (no TCP port to collide with), keeps its data between runs,
 and is stopped by the last process that holds it (the wheel reference-counts handles across
-processes), so ``fairwatch serve`` shut down with Ctrl-C leaves no server behind.
+processes), so ``fairwatch serve`` stopped with Ctrl-C or SIGTERM leaves no server behind.
 """
 
 from __future__ import annotations
