@@ -176,7 +176,8 @@ async def _audit(settings: Settings, command: str, slug: str | None) -> int:
 
 
 async def _retention(settings: Settings) -> int:
-    from server.retention import run_retention
+    from server.retention import erase_attachments, run_retention
+    from server.runtime import open_blob_store
 
     conn = await _connect(settings)
     try:
@@ -193,6 +194,10 @@ async def _retention(settings: Settings) -> int:
             print(f"{slugs.get(uuid.UUID(org_id), org_id)}: redacted {n} reports")
         if not done:
             print("nothing to redact")
+        # After the commits: the blobs of erased attachments (also those a crashed run left).
+        erased = await erase_attachments(conn, await open_blob_store(settings))
+        if erased:
+            print(f"attachments of redacted reports: {erased} erasures carried out")
         return 0
     finally:
         await conn.close()

@@ -1,16 +1,20 @@
 """Data minimisation: the retention job, and the org-admin API for retention and privacy settings.
 
 The job ``retention.apply`` redacts, for every organisation with a retention period and no legal
-hold, the sealed parts of reports whose case closed long enough ago (storage/retention.py). It is
-idempotent and bounded per run, so the scheduler can enqueue it daily (dedupe key ``daily``) and
-a backlog drains over a few runs.
+hold, the sealed parts of reports whose case closed long enough ago (storage/retention.py), then,
+once that transaction has committed, deletes the blobs of the attachments it erased
+(storage/attachments.py ``erase_pending_attachments``, one short transaction per blob). It is a
+`PoolHandler`: the blob store is not held inside a database transaction, and a run that died
+between the two steps is finished by the next one. It is idempotent and bounded per run, so the
+scheduler can enqueue it daily (dedupe key ``daily``) and a backlog drains over a few runs.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
+import asyncpg
 import msgspec
 from litestar import get, put
 from litestar.params import JSONBody
@@ -18,6 +22,9 @@ from litestar.params import JSONBody
 from cases.accounts import Role
 from server.auth import ANY_STAFF, Caller, audit_staff, requires
 from server.resources import Db
+from server.worker import Handler, PoolHandler, WorkerContext
+from storage.attachments import erase_pending_attachments
+from storage.blobs import BlobStore
 from storage.db import Conn
 from storage.jobs import ClaimedJob, JobQueue
 from storage.retention import (
@@ -31,15 +38,13 @@ from storage.retention import (
     retention_orgs,
 )
 
-if TYPE_CHECKING:
-    from server.worker import JobHandler, WorkerContext
-
 __all__ = [
     "HANDLERS",
     "JOB_KIND",
     "ROUTES",
     "apply_retention",
     "enqueue_retention",
+    "erase_attachments",
     "get_privacy_settings",
     "get_retention_settings",
     "put_privacy_settings",
@@ -50,6 +55,8 @@ __all__ = [
 JOB_KIND = "retention.apply"
 # Per organisation and run: keeps each job's transaction (and its audit-head lock) short.
 BATCH = 200
+# Blob erasures per pass; each has its own transaction, so this only bounds one job's run.
+ERASE_BATCH = 1000
 _log = logging.getLogger("fairwatch.retention")
 
 
@@ -73,9 +80,27 @@ async def run_retention(conn: Conn, *, batch: int = BATCH) -> dict[str, int]:
     return done
 
 
-async def apply_retention(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
-    done = await run_retention(conn)
-    _log.info("retention applied", extra={"fields": {"redacted": done}})
+async def erase_attachments(conn: Conn, blobs: BlobStore, *, passes: int | None = None) -> int:
+    """Delete the blobs redaction queued, pass after pass until none is left (or ``passes``);
+    returns how many erasures were settled. ``conn`` must not be in a transaction."""
+    total = 0
+    while passes is None or passes > 0:
+        settled = await erase_pending_attachments(conn, blobs, limit=ERASE_BATCH)
+        total += settled
+        if settled == 0:
+            break
+        if passes is not None:
+            passes -= 1
+    return total
+
+
+async def apply_retention(pool: asyncpg.Pool, job: ClaimedJob, context: WorkerContext) -> None:
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            done = await run_retention(conn)
+        # After the commit: also finishes erasures a previous run committed but did not carry out.
+        erased = await erase_attachments(conn, context.resources.blobs, passes=1)
+    _log.info("retention applied", extra={"fields": {"redacted": done, "blobs_settled": erased}})
 
 
 async def enqueue_retention(conn: Conn) -> None:
@@ -83,7 +108,7 @@ async def enqueue_retention(conn: Conn) -> None:
     await JobQueue(conn).enqueue(JOB_KIND, {}, dedupe_key="daily")
 
 
-HANDLERS: dict[str, JobHandler] = {JOB_KIND: apply_retention}
+HANDLERS: dict[str, Handler] = {JOB_KIND: PoolHandler(apply_retention)}
 
 
 @get(

@@ -1,7 +1,12 @@
 """The worker loop: claims jobs from the job table and runs their handlers.
 
-Each job runs in its own transaction together with its completion mark, so a job's effects and
-"done" commit together; a crash mid-job rolls both back and the lease lets another worker retry.
+A plain handler (`JobHandler`) runs in its own transaction together with the job's completion
+mark, so a job's effects and "done" commit together; a crash mid-job rolls both back and the
+lease lets another worker retry. A handler that does slow I/O outside PostgreSQL (an HTTP call,
+the blob store) is registered as a `PoolHandler` instead: it gets the pool and opens its own
+short transactions, so no transaction or connection is held across the I/O, and the worker marks
+the job done afterwards in a transaction of its own. Such a handler may therefore run again after
+committing part of its work (a crash before the mark), and must be idempotent step by step.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,7 +27,9 @@ from storage.jobs import ClaimedJob, JobQueue
 
 __all__ = [
     "JOB_HANDLERS",
+    "Handler",
     "JobHandler",
+    "PoolHandler",
     "WorkerContext",
     "all_handlers",
     "run_worker",
@@ -40,6 +47,17 @@ class WorkerContext:
 
 
 JobHandler = Callable[[Conn, ClaimedJob, WorkerContext], Awaitable[None]]
+"""Runs inside the job's transaction, which also marks the job done."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolHandler:
+    """A handler that manages its own transactions from the pool (see the module docstring)."""
+
+    run: Callable[[asyncpg.Pool, ClaimedJob, WorkerContext], Awaitable[None]]
+
+
+Handler = JobHandler | PoolHandler
 LEASE = timedelta(minutes=5)
 
 
@@ -48,12 +66,12 @@ async def _purge_sessions(conn: Conn, job: ClaimedJob, context: WorkerContext) -
     _log.info("purged expired sessions", extra={"fields": {"removed": removed}})
 
 
-JOB_HANDLERS: dict[str, JobHandler] = {
+JOB_HANDLERS: dict[str, Handler] = {
     "sessions.purge": _purge_sessions,
 }
 
 
-def all_handlers() -> dict[str, JobHandler]:
+def all_handlers() -> dict[str, Handler]:
     """The handlers of every area, gathered in one place (each area keeps its own module)."""
     from server.case_jobs import HANDLERS as CASE_HANDLERS
     from server.matching_jobs import HANDLERS as MATCHING_HANDLERS
@@ -69,9 +87,23 @@ def all_handlers() -> dict[str, JobHandler]:
     }
 
 
+async def _run_pool_handler(
+    pool: asyncpg.Pool, handler: PoolHandler, job: ClaimedJob, context: WorkerContext
+) -> None:
+    try:
+        await handler.run(pool, job, context)
+    except Exception as exc:
+        _log.exception("job %s (%s) failed", job.id, job.kind)
+        async with pool.acquire() as conn:
+            await JobQueue(conn).fail(job, f"{type(exc).__name__}: {exc}")
+        return
+    async with pool.acquire() as conn:
+        await JobQueue(conn).complete(job.id)
+
+
 async def run_worker_once(
     pool: asyncpg.Pool,
-    handlers: dict[str, JobHandler] | None = None,
+    handlers: Mapping[str, Handler] | None = None,
     batch: int = 10,
     context: WorkerContext | None = None,
 ) -> int:
@@ -82,6 +114,9 @@ async def run_worker_once(
         claimed = await JobQueue(conn).claim(batch, LEASE)
     for job in claimed:
         handler = handlers.get(job.kind)
+        if isinstance(handler, PoolHandler):
+            await _run_pool_handler(pool, handler, job, context)
+            continue
         async with pool.acquire() as conn:
             queue = JobQueue(conn)
             if handler is None:

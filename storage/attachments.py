@@ -1,18 +1,24 @@
-"""Resumable, content-addressed attachment uploads from devices, over the blob store.
+"""Resumable, content-addressed attachment uploads from devices, over the blob store, and the
+erasure of attachments whose reports retention redacted.
 
 An upload is tracked per organisation and hash. Parts go to the blob store as they come; when the
 last one is in, the store verifies the whole blob's sha256 (a mismatch keeps nothing), the blob is
 recorded as delivered for that organisation, and every report declaring it gets a fresh status.
+Finishing a blob and erasing one take the same per-hash lock, so a blob a live report needs is
+never deleted (docs/decisions/0105-blob-store.md, "Erasure").
 """
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import AsyncIterable
 from datetime import timedelta
 
 import msgspec
 
 from cases.reports import Report
+from storage.audit import ActorKind, AuditEntry, record
 from storage.blobs import (
     BlobHashMismatch,
     BlobStore,
@@ -31,14 +37,32 @@ from sync.attachments import UploadRequest, UploadStatus
 
 __all__ = [
     "AttachmentRefused",
+    "erase_pending_attachments",
     "receive_part",
     "start_or_resume_upload",
     "upload_status_for",
 ]
 
 
+_log = logging.getLogger("fairwatch.attachments")
+
+
 def _expired() -> AttachmentRefused:
     return AttachmentRefused("upload_not_found", "the upload expired; start again", 404)
+
+
+def _erased() -> AttachmentRefused:
+    return AttachmentRefused(
+        "attachment_erased",
+        "this attachment belonged only to reports whose sensitive data was erased under the "
+        "organisation's retention policy; it is not accepted again, delete the local copy",
+        410,
+    )
+
+
+async def _refuse_if_erased(conn: Conn, org_id: uuid.UUID, sha256: str) -> None:
+    if await conn.fetchval(Q.blob_erased_for_org, org_id, sha256):
+        raise _erased()
 
 
 class AttachmentRefused(StorageError):
@@ -98,6 +122,7 @@ async def _status_or_finish(
 async def start_or_resume_upload(
     conn: Conn, blobs: BlobStore, device: DeviceAuth, request: UploadRequest
 ) -> UploadStatus:
+    await _refuse_if_erased(conn, device.org_id, request.sha256)
     delivered = await conn.fetchval(Q.blob_exists, device.org_id, request.sha256)
     if delivered is not None:
         return _complete(request.sha256, delivered, _DEFAULT_PART_SIZE)
@@ -138,6 +163,7 @@ async def start_or_resume_upload(
 async def upload_status_for(
     conn: Conn, blobs: BlobStore, device: DeviceAuth, sha256: str
 ) -> UploadStatus:
+    await _refuse_if_erased(conn, device.org_id, sha256)
     delivered = await conn.fetchval(Q.blob_exists, device.org_id, sha256)
     if delivered is not None:
         return _complete(sha256, delivered, _DEFAULT_PART_SIZE)
@@ -160,6 +186,7 @@ async def receive_part(
     index: int,
     stream: AsyncIterable[bytes],
 ) -> UploadStatus:
+    await _refuse_if_erased(conn, device.org_id, sha256)
     row = await conn.fetchrow(Q.get_upload, device.org_id, sha256)
     if row is None:
         delivered = await conn.fetchval(Q.blob_exists, device.org_id, sha256)
@@ -179,32 +206,105 @@ async def receive_part(
 
 
 async def _finish(conn: Conn, blobs: BlobStore, device: DeviceAuth, sha256: str) -> UploadStatus:
-    """Verify and record the blob; the row lock makes concurrent last parts finish it once."""
+    """Verify and record the blob; the row lock makes concurrent last parts finish it once.
+
+    The per-hash lock comes first: while it is held no erasure can decide that nothing needs the
+    bytes, so `complete` either finds them and records this organisation's copy before any
+    erasure looks, or finds them gone and stores them again.
+    """
+    info = None
+    erased = False
     async with conn.transaction():
+        await conn.execute(Q.lock_blob_hash, sha256)
         row = await conn.fetchrow(Q.lock_upload, device.org_id, sha256)
         if row is None:  # another request finished it while we waited for the lock
             delivered = await conn.fetchval(Q.blob_exists, device.org_id, sha256)
             if delivered is None:
                 raise AttachmentRefused("upload_not_found", "the upload was discarded", 404)
             return _complete(sha256, delivered, _DEFAULT_PART_SIZE)
-        try:
-            info = await blobs.complete(row["upload_id"])
-        except UploadIncomplete:
-            return await _status(blobs, await blobs.get_upload(row["upload_id"]))
-        except BlobHashMismatch:
-            info = None
+        if await conn.fetchval(Q.blob_erased_for_org, device.org_id, sha256):
+            # Redacted while the parts came in: keep nothing of it.
+            erased = True
+            await blobs.abort(row["upload_id"])
+        else:
+            try:
+                info = await blobs.complete(row["upload_id"])
+            except UploadIncomplete:
+                return await _status(blobs, await blobs.get_upload(row["upload_id"]))
+            except BlobHashMismatch:
+                info = None
         await conn.execute(Q.delete_upload, device.org_id, sha256)
         if info is not None:
             await conn.execute(Q.insert_blob, device.org_id, sha256, info.size)
             for report in await conn.fetch(Q.reports_declaring_blob, device.org_id, sha256):
                 content = msgspec.json.decode(report["content"], type=Report)
+                # Erased attachments of a redacted report count as settled, not awaited.
                 await publish_report_state(
                     conn, device.org_id, report["monitor_id"], report["id"], content.attachments
                 )
+    # Raised after the commit, so the forgotten upload stays forgotten; the store kept nothing.
+    if erased:
+        raise _erased()
     if info is None:
-        # Raised after the commit, so the forgotten upload stays forgotten; the store kept nothing.
         raise AttachmentRefused(
             "hash_mismatch",
             "the parts do not add up to the declared sha256; nothing was kept, start again",
         )
     return _complete(sha256, info.size, row["part_size"])
+
+
+async def erase_pending_attachments(conn: Conn, blobs: BlobStore, *, limit: int = 500) -> int:
+    """Carry out up to ``limit`` erasures queued by redaction; returns how many were settled.
+
+    Each runs in its own short transaction (``conn`` must not be in one): under the per-hash
+    lock, the organisation's copy is dropped unless one of its live reports still declares the
+    hash, and the bytes are deleted from the store only when no organisation holds them any more.
+    Erasures of an organisation on legal hold wait, queued, until the hold is lifted.
+    Deletion happens before the commit that removes the queue entry, so a crash anywhere leaves
+    the entry for the next run, and deleting bytes already gone is a no-op.
+    """
+    done = 0
+    for pending in await conn.fetch(Q.pending_blob_erasures, limit):
+        if await _erase_one(conn, blobs, pending["org_id"], pending["sha256"]):
+            done += 1
+    return done
+
+
+async def _erase_one(conn: Conn, blobs: BlobStore, org_id: uuid.UUID, sha256: str) -> bool:
+    async with conn.transaction():
+        await conn.execute(Q.lock_blob_hash, sha256)
+        # A legal hold committed before this point wins, as it does over redaction (same share
+        # lock, taken before the queue row as the redaction does, so the two cannot deadlock).
+        settings = await conn.fetchrow(Q.lock_retention_settings, org_id)
+        if settings is not None and settings["legal_hold"]:
+            return False
+        if await conn.fetchval(Q.lock_blob_erasure, org_id, sha256) is None:
+            return False  # another worker settled it while we waited for the lock
+        kept = bool(await conn.fetchval(Q.org_declares_blob_live, org_id, sha256))
+        deleted = False
+        if not kept:
+            await conn.fetchval(Q.drop_org_blob, org_id, sha256)
+            upload_id = await conn.fetchval(Q.take_upload, org_id, sha256)
+            if upload_id is not None:  # parts of it, still coming in
+                await blobs.abort(upload_id)
+            if not await conn.fetchval(Q.blob_held_by_any_org, sha256):
+                deleted = await blobs.delete(sha256)
+        await conn.execute(Q.drop_blob_erasure, org_id, sha256)
+        await record(
+            conn,
+            AuditEntry(
+                org_id=org_id,
+                actor_kind=ActorKind.SYSTEM,
+                actor_id="retention",
+                action="attachment.erase",
+                object_kind="attachment",
+                object_id=sha256,
+                # Whether the bytes stayed for another organisation is not this one's to know.
+                detail={"outcome": "kept_for_live_report" if kept else "erased"},
+            ),
+        )
+    _log.info(
+        "attachment erasure settled",
+        extra={"fields": {"org_id": str(org_id), "kept": kept, "bytes_deleted": deleted}},
+    )
+    return True

@@ -138,8 +138,10 @@ async def publish_report_state(
     bumped = await conn.fetchrow(Q.bump_status_version, report_id)
     assert bumped is not None
     declared = [a.sha256 for a in attachments]
-    arrived = {r["sha256"] for r in await conn.fetch(Q.arrived_blobs, org_id, declared)}
-    missing = tuple(dict.fromkeys(s for s in declared if s not in arrived))
+    settled = {
+        r["sha256"] for r in await conn.fetch(Q.settled_attachments, org_id, declared, report_id)
+    }
+    missing = tuple(dict.fromkeys(s for s in declared if s not in settled))
     open_conflicts = tuple(r["field"] for r in await conn.fetch(Q.open_conflict_fields, report_id))
     await publish_report_status(
         conn,

@@ -2,7 +2,8 @@
 
 Any number of worker processes can share it. A claimed job carries a lease; a worker that dies
 leaves its lease to expire and another worker picks the job up again, so handlers must be
-idempotent (they are: re-running matching or a webhook delivery changes nothing the second time).
+idempotent (they are: re-running matching changes nothing the second time; a webhook delivery
+interrupted after its POST posts again, and receivers deduplicate on its delivery id).
 """
 
 from __future__ import annotations

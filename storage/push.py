@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Set
+from collections.abc import Iterable, Set
 
 import asyncpg
 import msgspec
@@ -104,6 +104,11 @@ async def execute_push(
             )
             for r in await conn.fetch(Q.held_mutations, device.id)
         ]
+        declared = _declared_hashes([*push.mutations, *(h.mutation for h in held)])
+        if declared:
+            # While this push decides whether its attachments have arrived, retention cannot
+            # erase their bytes as needed by no live report (this one is not committed yet).
+            await conn.execute(Q.lock_blob_hashes, declared)
         samples = [*ledger_row["clock_samples"], offset_sample(request.sent_at, received_at)]
         samples = samples[-CLOCK_SAMPLES_KEPT:]
         seconds = [s.total_seconds() if isinstance(s, dt.timedelta) else s for s in samples]
@@ -233,6 +238,16 @@ async def _queue_matching(conn: Conn, device: DeviceAuth, report_id: uuid.UUID) 
         org_id=device.org_id,
         dedupe_key=str(report_id),
     )
+
+
+def _declared_hashes(mutations: Iterable[object]) -> list[str]:
+    hashes: set[str] = set()
+    for m in mutations:
+        if isinstance(m, CreateReport):
+            hashes.update(a.sha256 for a in m.report.attachments)
+        elif isinstance(m, AmendReport) and m.changes.attachments is not msgspec.UNSET:
+            hashes.update(a.sha256 for a in m.changes.attachments)
+    return sorted(hashes)
 
 
 def _held_context(device_id: uuid.UUID, mutation_id: uuid.UUID) -> bytes:

@@ -125,6 +125,7 @@ class ReportStore:
             version=row["version"],
             monitor_id=row["monitor_id"],
             deleted=row["deleted_at"] is not None,
+            redacted=row["redacted_at"] is not None,
         )
 
     async def version(self, org_id: uuid.UUID, report_id: uuid.UUID, version: int) -> Report | None:

@@ -2,10 +2,12 @@
 
 Redaction erases a report's sealed parts (worker identity, free-text place) in its current row,
 in every stored version and in its conflicts' sealed values, drops the encrypted copy of what its
-case's referrals sent to partners (the list of fields sent stays), and marks ``redacted_at``. It is
-applied to reports followed in a case closed more than ``redact_after_days`` ago, never while the
-organisation is on legal hold, and each redaction is written to the audit chain in the same
-transaction.
+case's referrals sent to partners (the list of fields sent stays), marks its declared attachments
+erased and queues their blobs for deletion, and marks ``redacted_at``. It is applied to reports
+followed in a case closed more than ``redact_after_days`` ago, never while the organisation is on
+legal hold, and each redaction is written to the audit chain in the same transaction. The blob
+store is I/O outside PostgreSQL, so the bytes go after the commit:
+``storage.attachments.erase_pending_attachments``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from datetime import datetime
 import msgspec
 
 from cases.classification import ANALYST_CELL_RESOLUTION
+from cases.reports import DeclaredAttachment
 from storage.audit import ActorKind, AuditEntry, record
 from storage.db import Conn
+from storage.feed import publish_report_state
 from storage.queries import Q
 
 __all__ = [
@@ -103,11 +107,20 @@ async def redact_due_reports(conn: Conn, org_id: uuid.UUID, *, limit: int = 200)
     )
     count = 0
     for row in due:
-        if await conn.fetchval(Q.redact_report, org_id, row["id"]) is None:
+        redacted = await conn.fetchrow(Q.redact_report, org_id, row["id"])
+        if redacted is None:
             continue
         await conn.execute(Q.redact_report_versions, row["id"])
         await conn.execute(Q.redact_report_conflicts, row["id"])
         await conn.execute(Q.redact_case_referrals, org_id, row["case_id"])
+        erased: int = await conn.fetchval(Q.erase_report_attachments, org_id, row["id"])
+        if erased and not redacted["deleted"]:  # a withdrawn report keeps its tombstone
+            # The monitor's devices stop waiting for (and offering) the erased media.
+            live = [
+                DeclaredAttachment(**dict(a))
+                for a in await conn.fetch(Q.live_report_attachments, row["id"])
+            ]
+            await publish_report_state(conn, org_id, redacted["monitor_id"], row["id"], live)
         await record(
             conn,
             AuditEntry(
@@ -120,6 +133,7 @@ async def redact_due_reports(conn: Conn, org_id: uuid.UUID, *, limit: int = 200)
                 detail={
                     "case_id": str(row["case_id"]),
                     "redact_after_days": settings["redact_after_days"],
+                    "attachments_erased": erased,
                 },
             ),
         )

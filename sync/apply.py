@@ -24,12 +24,14 @@ __all__ = ["ReportOutcome", "StoredReport", "decide_amend", "decide_create"]
 
 
 class StoredReport(msgspec.Struct, frozen=True, kw_only=True):
-    """A report as stored: current content, version, owner and whether it was withdrawn."""
+    """A report as stored: current content, version, owner, whether it was withdrawn and whether
+    retention redacted it (its sensitive parts and attachments erased: closed to edits)."""
 
     report: Report
     version: int
     monitor_id: UUID
     deleted: bool = False
+    redacted: bool = False
 
 
 class ReportOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -174,6 +176,9 @@ def decide_amend(
         )
     if current.deleted:
         return refuse(ReasonCode.DELETED)
+    if current.redacted:
+        # An edit could bring back the worker's identity or the erased media.
+        return refuse(ReasonCode.REDACTED)
     if mutation.base_version > current.version:
         return refuse(ReasonCode.UNKNOWN_BASE_VERSION)
     if base is None:

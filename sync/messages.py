@@ -95,6 +95,7 @@ class ReasonCode(enum.StrEnum):
     NOT_OWNER = "not_owner"
     NOT_FOUND = "not_found"
     DELETED = "deleted"
+    REDACTED = "redacted"
     TASK_CLOSED = "task_closed"
     WAITING_FOR_PREDECESSOR = "waiting_for_predecessor"
 

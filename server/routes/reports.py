@@ -53,6 +53,8 @@ class AttachmentView(msgspec.Struct, frozen=True):
     media_type: str
     sensitive: bool
     arrived: bool
+    erased: bool = False
+    """Erased by retention with its redacted report: neither arrived nor awaited."""
 
 
 class ResolveRequest(msgspec.Struct, frozen=True):

@@ -107,7 +107,51 @@ FOR UPDATE OF r SKIP LOCKED;
 -- name: redact_report
 UPDATE reports SET sealed = NULL, redacted_at = now()
 WHERE org_id = $1 AND id = $2 AND redacted_at IS NULL
-RETURNING id;
+RETURNING id, monitor_id, deleted_at IS NOT NULL AS deleted;
+
+-- name: erase_report_attachments
+-- The redacted report's declared attachments are erased for it, and each hash is queued once per
+-- organisation for the blob store (storage/attachments.py erase_pending_attachments deletes the
+-- bytes after this transaction commits). Returns how many attachments were erased.
+WITH erased AS (
+    UPDATE report_attachments SET erased_at = now()
+    WHERE org_id = $1 AND report_id = $2 AND erased_at IS NULL
+    RETURNING sha256
+), queued AS (
+    INSERT INTO blob_erasures (org_id, sha256)
+    SELECT DISTINCT $1::uuid, sha256 FROM erased
+    ON CONFLICT (org_id, sha256) DO NOTHING
+)
+SELECT count(*) FROM erased;
+
+-- name: live_report_attachments
+SELECT sha256, size_bytes, media_type, sensitive FROM report_attachments
+WHERE report_id = $1 AND erased_at IS NULL ORDER BY sha256;
+
+-- name: pending_blob_erasures
+-- Organisations on legal hold keep their queued erasures until the hold is lifted.
+SELECT e.org_id, e.sha256 FROM blob_erasures e
+WHERE NOT EXISTS (SELECT 1 FROM retention_settings s WHERE s.org_id = e.org_id AND s.legal_hold)
+ORDER BY e.requested_at, e.org_id, e.sha256 LIMIT $1;
+
+-- name: lock_blob_erasure
+SELECT 1 FROM blob_erasures WHERE org_id = $1 AND sha256 = $2 FOR UPDATE;
+
+-- name: org_declares_blob_live
+-- A report of the organisation that is not redacted still declares the hash.
+SELECT EXISTS (SELECT 1 FROM report_attachments
+               WHERE org_id = $1 AND sha256 = $2 AND erased_at IS NULL);
+
+-- name: drop_org_blob
+DELETE FROM blobs WHERE org_id = $1 AND sha256 = $2 RETURNING size_bytes;
+
+-- name: blob_held_by_any_org
+-- Every organisation holding the bytes has delivered them itself (a row in blobs); one that
+-- declares the hash without a row must upload it anyway, which stores the bytes again.
+SELECT EXISTS (SELECT 1 FROM blobs WHERE sha256 = $1);
+
+-- name: drop_blob_erasure
+DELETE FROM blob_erasures WHERE org_id = $1 AND sha256 = $2;
 
 -- name: redact_report_versions
 UPDATE report_versions SET sealed = NULL WHERE report_id = $1 AND sealed IS NOT NULL;

@@ -75,7 +75,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7);
 DELETE FROM sync_held WHERE device_id = $1 AND mutation_id = $2;
 
 -- name: lock_report
-SELECT id, org_id, monitor_id, version, content::text AS content, sealed, deleted_at
+SELECT id, org_id, monitor_id, version, content::text AS content, sealed, deleted_at, redacted_at
 FROM reports WHERE id = $1 FOR UPDATE;
 
 -- name: report_version
@@ -151,6 +151,19 @@ SET size_bytes = excluded.size_bytes, media_type = excluded.media_type,
 -- name: arrived_blobs
 SELECT sha256 FROM blobs WHERE org_id = $1 AND sha256 = ANY($2::text[]);
 
+-- name: settled_attachments
+-- Which of a report's declared hashes are not awaited: arrived, or erased by retention.
+SELECT sha256 FROM blobs WHERE org_id = $1 AND sha256 = ANY($2::text[])
+UNION
+SELECT sha256 FROM report_attachments WHERE report_id = $3 AND erased_at IS NOT NULL;
+
+-- name: lock_blob_hashes
+-- lock_blob_hash for every hash a push declares, in one fixed order (ascending key), so two
+-- pushes declaring the same hashes cannot deadlock; taken before any other hash lock of the
+-- transaction (docs/decisions/0105-blob-store.md, "Erasure").
+SELECT pg_advisory_xact_lock(hashtext('fairwatch.blob'), k)
+FROM (SELECT DISTINCT hashtext(h) AS k FROM unnest($1::text[]) AS h ORDER BY k OFFSET 0) AS keys;
+
 -- name: lock_feed_state
 SELECT epoch, pruned_change, pruned_xid, taxonomy_hash FROM sync_feed_state FOR UPDATE;
 
@@ -175,7 +188,10 @@ WHERE org_id = $1 AND ($2::uuid IS NULL OR monitor_id = $2)
 ORDER BY received_at, id LIMIT $5;
 
 -- name: report_attachment_list
-SELECT ra.sha256, ra.size_bytes, ra.media_type, ra.sensitive, b.sha256 IS NOT NULL AS arrived
+-- An erased attachment (its report was redacted) is neither arrived nor awaited.
+SELECT ra.sha256, ra.size_bytes, ra.media_type, ra.sensitive,
+       b.sha256 IS NOT NULL AND ra.erased_at IS NULL AS arrived,
+       ra.erased_at IS NOT NULL AS erased
 FROM report_attachments ra
 LEFT JOIN blobs b ON b.org_id = ra.org_id AND b.sha256 = ra.sha256
 WHERE ra.org_id = $1 AND ra.report_id = $2 ORDER BY ra.sha256;
@@ -208,6 +224,23 @@ RETURNING 1;
 
 -- name: delete_upload
 DELETE FROM blob_uploads WHERE org_id = $1 AND sha256 = $2;
+
+-- name: take_upload
+DELETE FROM blob_uploads WHERE org_id = $1 AND sha256 = $2 RETURNING upload_id;
+
+-- name: lock_blob_hash
+-- Serialises what decides whether a blob's bytes exist: an upload finishing the blob and
+-- retention erasing it, and a push declaring it (lock_blob_hashes); see
+-- docs/decisions/0105-blob-store.md, "Erasure". Two-key form, so it has a key space of its own;
+-- a 32-bit collision only makes two blobs wait for each other. Only a push takes several, all at
+-- once in key order before any other of these; finishing and erasing take one each.
+SELECT pg_advisory_xact_lock(hashtext('fairwatch.blob'), hashtext($1));
+
+-- name: blob_erased_for_org
+-- True when the organisation declared this hash on redacted reports only: the attachment was
+-- erased, nothing live awaits it, and an upload would bring the erased evidence back. NULL (no
+-- declaration at all: a device may upload before it pushes the report) lets the upload go on.
+SELECT bool_and(erased_at IS NOT NULL) FROM report_attachments WHERE org_id = $1 AND sha256 = $2;
 
 -- name: reports_declaring_blob
 SELECT r.id, r.monitor_id, r.version, r.content::text AS content

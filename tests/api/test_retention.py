@@ -7,6 +7,8 @@ realistic data; the assertions look straight at the tables the job rewrites.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
 from typing import Any
 
@@ -14,10 +16,21 @@ import asyncpg
 import pytest
 
 from cases.accounts import Role
-from server.retention import enqueue_retention
+from server.resources import resources_of
+from server.retention import enqueue_retention, run_retention
 from server.worker import WorkerContext, run_worker_once
 from tests.api.conftest import Actor, make_actor
-from tests.api.sync_support import Client, Phone, amend, create, new_phone, push, report
+from tests.api.sync_support import (
+    NOW,
+    Client,
+    Phone,
+    amend,
+    create,
+    new_phone,
+    pull_all,
+    push,
+    report,
+)
 from tests.api.test_cases_work import case_with_phone, partner, refer, to_open
 
 __all__: list[str] = []
@@ -37,10 +50,12 @@ async def set_retention(client: Client, admin: Actor, *, legal_hold: bool = Fals
     assert r.json()["redact_after_days"] == RETENTION_DAYS
 
 
-async def closed_case(client: Client, staff: Actor, phone: Phone) -> tuple[uuid.UUID, uuid.UUID]:
-    """Push a report and amend it (so an earlier version is stored too), open a case on it and
-    close it from triage; (case id, report id)."""
-    body = report()
+async def closed_case(
+    client: Client, staff: Actor, phone: Phone, body: dict[str, Any] | None = None
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """Push a report (``body``, or a fresh one) and amend it (so an earlier version is stored
+    too), open a case on it and close it from triage; (case id, report id)."""
+    body = body or report()
     result = await push(
         client, phone, [create(phone, body), amend(phone, body["id"], 1, {"severity": 2})]
     )
@@ -249,3 +264,161 @@ async def test_retention_also_drops_referral_copies_and_sealed_conflict_values(
         ("severity", '"low"', '"high"', '"medium"'),
         ("worker.name", None, None, None),
     ]
+
+
+def declared(data: bytes) -> dict[str, Any]:
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data),
+            "media_type": "image/jpeg"}  # fmt: skip
+
+
+async def upload(client: Client, phone: Phone, data: bytes) -> None:
+    info = declared(data)
+    r = await client.post("/v1/sync/attachments", json=info, headers=phone.headers)
+    assert r.status_code == 200, r.text
+    r = await client.put(
+        f"/v1/sync/attachments/{info['sha256']}/parts/0", content=data, headers=phone.headers
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["complete"] is True
+
+
+async def missing_on_device(client: Client, phone: Phone, report_id: uuid.UUID) -> list[str]:
+    changes, _ = await pull_all(client, phone)
+    [status] = [c for c in changes if c.get("report_id") == str(report_id)]
+    missing: list[str] = status["missing_attachments"]
+    return missing
+
+
+async def test_retention_erases_the_attachments_of_redacted_reports(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    photo, shared, never_sent = (secrets.token_bytes(n) for n in (2000, 3000, 4000))
+    slug = f"ret-{uuid.uuid4().hex[:8]}"
+    admin = await make_actor(client, pool, Role.ORG_ADMIN, org_slug=slug)
+    staff = await make_actor(client, pool, Role.CASE_MANAGER, org_slug=slug)
+    await set_retention(client, admin)
+    phone = await new_phone(client, staff)
+    body = report(attachments=[declared(photo), declared(shared), declared(never_sent)])
+    case_id, report_id = await closed_case(client, staff, phone, body)
+    await upload(client, phone, photo)
+    await upload(client, phone, shared)
+    await backdate_closing(pool, case_id, RETENTION_DAYS + 10)
+    assert await missing_on_device(client, phone, report_id) == [declared(never_sent)["sha256"]]
+    # Another organisation's live report has the same file; its own copy must survive.
+    other = await make_actor(client, pool, Role.CASE_MANAGER)
+    other_phone = await new_phone(client, other)
+    other_body = report(attachments=[declared(shared)])
+    await push(client, other_phone, [create(other_phone, other_body)])
+    await upload(client, other_phone, shared)
+
+    blobs = resources_of(client.app.state).blobs
+    # The job dies right after the redaction commits: nothing was deleted inside the transaction,
+    # and the next run finishes the erasure.
+    async with pool.acquire() as conn, conn.transaction():
+        assert await run_retention(conn) == {str(admin.org_id): 1}
+    assert await blobs.exists(declared(photo)["sha256"])
+    await run_job(client, pool)
+
+    assert not await blobs.exists(declared(photo)["sha256"])
+    assert await blobs.exists(declared(shared)["sha256"])
+    view = await client.get(f"/v1/reports/{report_id}", headers=staff.headers)
+    assert view.status_code == 200, view.text
+    states = {a["sha256"]: (a["arrived"], a["erased"]) for a in view.json()["attachments"]}
+    assert states == {declared(f)["sha256"]: (False, True) for f in (photo, shared, never_sent)}
+    other_view = await client.get(f"/v1/reports/{other_body['id']}", headers=other.headers)
+    [kept] = other_view.json()["attachments"]
+    assert (kept["arrived"], kept["erased"]) == (True, False)
+    # The phone stops waiting for the erased media, and may not send them again.
+    assert await missing_on_device(client, phone, report_id) == []
+    r = await client.post("/v1/sync/attachments", json=declared(photo), headers=phone.headers)
+    assert r.status_code == 410, r.text
+    assert r.json()["type"] == "urn:fairwatch:problem:attachment-erased"
+
+    async with pool.acquire() as conn:
+        redacted = await conn.fetchrow(
+            "SELECT detail FROM audit_log WHERE action = 'report.redact' AND org_id = $1",
+            admin.org_id,
+        )
+        erasures = await conn.fetch(
+            "SELECT object_id, detail FROM audit_log WHERE action = 'attachment.erase'"
+            " AND org_id = $1 ORDER BY object_id",
+            admin.org_id,
+        )
+        left = await conn.fetchval("SELECT count(*) FROM blob_erasures")
+    assert redacted is not None and '"attachments_erased":3' in redacted["detail"].replace(" ", "")
+    assert sorted(e["object_id"] for e in erasures) == sorted(
+        declared(f)["sha256"] for f in (photo, shared, never_sent)
+    )
+    assert left == 0
+
+    await run_job(client, pool)  # idempotent: nothing more to erase or audit
+    async with pool.acquire() as conn:
+        again = await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE action = 'attachment.erase'"
+        )
+    assert again == len(erasures)
+    assert await blobs.exists(declared(shared)["sha256"])
+
+
+async def test_a_withdrawn_report_keeps_its_tombstone_when_its_attachments_are_erased(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    slug = f"ret-{uuid.uuid4().hex[:8]}"
+    admin = await make_actor(client, pool, Role.ORG_ADMIN, org_slug=slug)
+    staff = await make_actor(client, pool, Role.CASE_MANAGER, org_slug=slug)
+    await set_retention(client, admin)
+    phone = await new_phone(client, staff)
+    photo = secrets.token_bytes(1500)
+    body = report(attachments=[declared(photo)])
+    case_id, report_id = await closed_case(client, staff, phone, body)
+    await upload(client, phone, photo)
+    withdraw = {
+        "kind": "delete_report",
+        "seq": phone.seq(),
+        "mutation_id": str(uuid.uuid4()),
+        "recorded_at": NOW.isoformat(),
+        "report_id": str(report_id),
+        "base_version": 2,
+    }
+    [result] = (await push(client, phone, [withdraw]))["results"]
+    assert result["status"] == "applied", result
+    await backdate_closing(pool, case_id, RETENTION_DAYS + 10)
+
+    await run_job(client, pool)
+
+    assert not await resources_of(client.app.state).blobs.exists(declared(photo)["sha256"])
+    changes, _ = await pull_all(client, phone)
+    [last] = [c for c in changes if str(report_id) in (c.get("report_id"), c.get("record_id"))]
+    assert last["kind"] == "tombstone", last
+
+
+async def test_a_redacted_report_takes_no_more_edits(client: Client, pool: asyncpg.Pool) -> None:
+    """An amendment could bring back the erased identity or media: it is refused as `redacted`,
+    and the report stays as retention left it."""
+    slug = f"ret-{uuid.uuid4().hex[:8]}"
+    admin = await make_actor(client, pool, Role.ORG_ADMIN, org_slug=slug)
+    staff = await make_actor(client, pool, Role.CASE_MANAGER, org_slug=slug)
+    await set_retention(client, admin)
+    phone = await new_phone(client, staff)
+    photo = secrets.token_bytes(1500)
+    case_id, report_id = await closed_case(client, staff, phone, report())
+    await backdate_closing(pool, case_id, RETENTION_DAYS + 10)
+    await run_job(client, pool)
+    before = await sealed_state(pool, report_id)
+
+    edit = amend(
+        phone,
+        str(report_id),
+        2,
+        {"worker": {"name": "Sita Tamang"}, "attachments": [declared(photo)]},
+    )
+    [result] = (await push(client, phone, [edit]))["results"]
+
+    assert (result["status"], result["reason"]) == ("rejected", "redacted"), result
+    assert before[:2] == (False, True)
+    assert await sealed_state(pool, report_id) == before
+    async with pool.acquire() as conn:
+        declared_now = await conn.fetchval(
+            "SELECT count(*) FROM report_attachments WHERE report_id = $1", report_id
+        )
+    assert declared_now == 0

@@ -9,7 +9,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from server.worker import WorkerContext, run_worker_once
+from server.worker import PoolHandler, WorkerContext, run_worker_once
 from storage.db import Conn
 from storage.jobs import ClaimedJob, JobQueue
 from tests.conftest import truncate_all
@@ -74,5 +74,37 @@ async def test_concurrent_workers_run_each_job_exactly_once(pool: asyncpg.Pool) 
         assert set(runs.values()) == {1}
         async with pool.acquire() as conn:
             assert await JobQueue(conn).counts() == {"done": 200}
+    finally:
+        await truncate_all(pool)
+
+
+async def test_pool_handlers_run_outside_the_job_transaction(pool: asyncpg.Pool) -> None:
+    """A PoolHandler gets the pool, not a transaction: its commits stand even when it fails
+    later, and the worker marks the job done (or retries it) on its own afterwards."""
+    seen: list[tuple[str, bool]] = []
+
+    async def handler(pool: asyncpg.Pool, job: ClaimedJob, context: WorkerContext) -> None:
+        async with pool.acquire() as conn:
+            seen.append((job.kind, conn.is_in_transaction()))
+            slug = job.kind.replace(".", "-")
+            await conn.execute("INSERT INTO orgs (slug, name) VALUES ($1, 'x')", slug)
+        if job.kind == "pool.fails":
+            raise RuntimeError("after its commit")
+
+    try:
+        async with pool.acquire() as conn:
+            for kind in ("pool.ok", "pool.fails"):
+                await JobQueue(conn).enqueue(kind)
+        handlers = {k: PoolHandler(handler) for k in ("pool.ok", "pool.fails")}
+        assert await run_worker_once(pool, handlers) == 2
+        assert sorted(seen) == [("pool.fails", False), ("pool.ok", False)]
+        async with pool.acquire() as conn:
+            jobs = await conn.fetch("SELECT kind, state, last_error FROM jobs ORDER BY kind")
+            written = await conn.fetch("SELECT slug FROM orgs ORDER BY slug")
+        assert [tuple(j) for j in jobs] == [
+            ("pool.fails", "pending", "RuntimeError: after its commit"),
+            ("pool.ok", "done", None),
+        ]
+        assert [r["slug"] for r in written] == ["pool-fails", "pool-ok"]
     finally:
         await truncate_all(pool)

@@ -141,6 +141,7 @@ def test_amendment_refusals() -> None:
     assert reason(current=None) is ReasonCode.NOT_FOUND
     assert reason(monitor_id=STRANGER) is ReasonCode.NOT_OWNER
     assert reason(current=msgspec.structs.replace(current, deleted=True)) is ReasonCode.DELETED
+    assert reason(current=msgspec.structs.replace(current, redacted=True)) is ReasonCode.REDACTED
     assert reason(mutation=amend(3, ReportChanges(severity=1))) is (ReasonCode.UNKNOWN_BASE_VERSION)
     assert reason(base=None) is ReasonCode.STALE_BASE_VERSION
     bad = amend(2, ReportChanges(categories=("made_up",)))
