@@ -7,6 +7,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from server.webhooks import deliver_webhook
+from server.worker import Handler, PoolHandler
 from storage.db import Conn
 from storage.jobs import ClaimedJob
 from storage.risk_delivery import DELIVERY_JOB
@@ -15,7 +16,7 @@ from storage.risk_runs import execute_run
 __all__ = ["HANDLERS", "SCAN_JOB"]
 
 if TYPE_CHECKING:
-    from server.worker import JobHandler, WorkerContext
+    from server.worker import WorkerContext
 
 SCAN_JOB = "risk.scan"
 
@@ -29,7 +30,7 @@ async def run_scan(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
     )
 
 
-HANDLERS: dict[str, JobHandler] = {
+HANDLERS: dict[str, Handler] = {
     SCAN_JOB: run_scan,
-    DELIVERY_JOB: deliver_webhook,
+    DELIVERY_JOB: PoolHandler(deliver_webhook),
 }

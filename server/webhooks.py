@@ -1,6 +1,12 @@
 """Webhook delivery of alerts: a JSON body signed with HMAC-SHA256 over ``<timestamp>.<body>``
 (header ``Fairwatch-Signature: t=<unix>,v1=<hex>``, see docs/webhooks.md), one attempt per job,
-failures retried with exponential backoff through the job table and dead-lettered at the end."""
+failures retried with exponential backoff through the job table and dead-lettered at the end.
+
+The job is a `PoolHandler`: it reads the delivery in one short transaction, makes the POST with no
+transaction open and no pool connection held (a slow endpoint must not pin a connection, a row
+lock and an open transaction for up to the timeout), then records the outcome in another. A
+worker dying between the POST and the record makes the job run again: delivery is at least once,
+and receivers deduplicate on ``Fairwatch-Delivery``."""
 
 from __future__ import annotations
 
@@ -12,10 +18,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import asyncpg
 import httpx
 import msgspec
 
-from storage.db import Conn
 from storage.jobs import ClaimedJob
 from storage.risk_delivery import DeliveryAttempt, SubscriptionRepository
 
@@ -91,17 +97,20 @@ async def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | N
     return response.status_code, f"HTTP {response.status_code}"
 
 
-async def deliver_webhook(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
+async def deliver_webhook(pool: asyncpg.Pool, job: ClaimedJob, context: WorkerContext) -> None:
     """Job ``risk.webhook``: one attempt of one delivery, recorded whatever the outcome."""
-    repo = SubscriptionRepository(conn, context.resources.keyring)
-    delivery = await repo.attempt(uuid.UUID(job.payload["delivery_id"]))
-    if delivery is None or delivery.state in ("delivered", "dead"):
-        return  # the subscription was deleted, or a retried job: nothing left to do
-    if delivery.url is None or delivery.secret is None or delivery.state == "disabled":
-        await repo.record_attempt(
-            delivery, ok=False, status=None, error="subscription disabled", give_up=True
-        )
-        return
+    keyring = context.resources.keyring
+    delivery_id = uuid.UUID(job.payload["delivery_id"])
+    async with pool.acquire() as conn, conn.transaction():
+        repo = SubscriptionRepository(conn, keyring)
+        delivery = await repo.attempt(delivery_id)
+        if delivery is None or delivery.state in ("delivered", "dead"):
+            return  # the subscription was deleted, or a retried job: nothing left to do
+        if delivery.url is None or delivery.secret is None or delivery.state == "disabled":
+            await repo.record_attempt(
+                delivery, ok=False, status=None, error="subscription disabled", give_up=True
+            )
+            return
     body = webhook_body(delivery)
     headers = {
         "Content-Type": "application/json",
@@ -111,6 +120,9 @@ async def deliver_webhook(conn: Conn, job: ClaimedJob, context: WorkerContext) -
         SIGNATURE_HEADER: sign(delivery.secret, int(time.time()), body),
     }
     status, error = await _post(delivery.url, body, headers)
-    state = await repo.record_attempt(delivery, ok=error is None, status=status, error=error)
-    if state != "delivered":
+    async with pool.acquire() as conn, conn.transaction():
+        state = await SubscriptionRepository(conn, keyring).record_outcome(
+            delivery.id, ok=error is None, status=status, error=error
+        )
+    if state is not None and state != "delivered":
         _log.warning("webhook delivery %s %s: %s", delivery.id, state, error)

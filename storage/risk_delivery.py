@@ -214,6 +214,26 @@ class SubscriptionRepository:
             alert=msgspec.json.decode(row["snapshot"]),
         )
 
+    async def record_outcome(
+        self, delivery_id: uuid.UUID, *, ok: bool, status: int | None, error: str | None
+    ) -> str | None:
+        """Record an attempt made outside the transaction that read the delivery.
+
+        The delivery is locked and read again: it may have been deleted with its subscription
+        (None, nothing recorded), or settled meanwhile by a duplicate run of the job (its state
+        stays as it is), and the attempt count is the current one.
+        """
+        row = await self._conn.fetchrow(Q.get_webhook_delivery_for_update, delivery_id)
+        if row is None:
+            return None
+        if row["state"] in ("delivered", "dead"):
+            return str(row["state"])
+        current = DeliveryAttempt(
+            id=row["id"], org_id=row["org_id"], event=row["event"], attempts=row["attempts"],
+            state=row["state"], url=row["webhook_url"], secret=None, alert={},
+        )  # fmt: skip
+        return await self.record_attempt(current, ok=ok, status=status, error=error)
+
     async def record_attempt(
         self,
         delivery: DeliveryAttempt,

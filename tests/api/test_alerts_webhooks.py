@@ -4,10 +4,11 @@ the job table until the delivery is dead-lettered."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -32,17 +33,21 @@ Client = AsyncTestClient[Litestar]
 
 
 class Receiver:
-    """A tiny HTTP endpoint on 127.0.0.1 that records requests and answers ``status``."""
+    """A tiny HTTP endpoint on 127.0.0.1 that records requests and answers ``status``; with
+    ``probe``, it also records what ``probe()`` returns while each request is being answered."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, probe: Callable[[], Any] | None = None) -> None:
         self.status = status
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.probed: list[Any] = []
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                if probe is not None:
+                    outer.probed.append(probe())
                 self.send_response(outer.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -191,3 +196,62 @@ async def test_subscriptions_are_personal_and_validated(client: Client, pool: as
         assert r.status_code == 422, bad
     r = await client.delete(f"/v1/alerts/subscriptions/{mine['id']}", headers=analyst.headers)
     assert r.status_code == 204
+
+
+def transactions_open_in(dsn: str) -> Callable[[], list[str]]:
+    """A probe for the receiver's thread: what other sessions of the database hold a transaction
+    open (and with it, row locks and a connection) while the request is being answered."""
+
+    async def check() -> list[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT state, left(query, 80) AS query FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND xact_start IS NOT NULL"
+            )
+        finally:
+            await conn.close()
+        return [f"{r['state']}: {r['query']}" for r in rows]
+
+    return lambda: asyncio.run(check())
+
+
+async def test_no_transaction_is_open_while_the_endpoint_answers(
+    client: Client, pool: asyncpg.Pool, database_dsn: str
+) -> None:
+    """A slow endpoint must not keep a database transaction (and the delivery's row lock and a
+    pool connection) open for up to the timeout: the POST happens between two transactions."""
+    receiver = Receiver(204, probe=transactions_open_in(database_dsn))
+    try:
+        analyst = await make_actor(client, pool, Role.ANALYST)
+        sub = await _subscribe(
+            client, analyst.headers, name="Qatar", countries=["QA"], webhook_url=receiver.url
+        )
+        async with pool.acquire() as conn:
+            seeded = await seed_reports(conn, analyst.org_id)
+        body = {
+            "params": {
+                "study_days": 60, "analysis_date": str(seeded.analysis_date),
+                "entity_scan": False, "seed": 3,
+            },
+            "raise_alerts": True,
+        }  # fmt: skip
+        r = await client.post("/v1/risk/runs", json=body, headers=analyst.headers)
+        assert r.status_code == 201 and r.json()["alerts_raised"] >= 1
+
+        context = WorkerContext(resources=resources_of(client.app.state))
+        await run_worker_once(pool, HANDLERS, batch=50, context=context)
+    finally:
+        receiver.close()
+
+    assert receiver.requests and len(receiver.probed) == len(receiver.requests)
+    assert receiver.probed == [[] for _ in receiver.requests]
+    # The outcome was still recorded, after the POST, in a transaction of its own.
+    deliveries = (
+        await client.get(
+            f"/v1/alerts/subscriptions/{sub['id']}/deliveries", headers=analyst.headers
+        )
+    ).json()
+    assert len(deliveries) == len(receiver.requests)
+    assert all(d["state"] == "delivered" and d["attempts"] == 1 for d in deliveries)
