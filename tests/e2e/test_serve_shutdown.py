@@ -45,15 +45,16 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_sigterm_stops_the_embedded_postgres(tmp_path: Path) -> None:
+def _serve_then_sigterm(data_dir: Path, log: Path) -> int:
+    """Start ``serve --role api`` on ``data_dir``, wait until it is ready, stop it with SIGTERM;
+    the embedded server's postmaster pid while it ran."""
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("FAIRWATCH_")} | {
-        "FAIRWATCH_DATA_DIR": str(tmp_path / "var"),
+        "FAIRWATCH_DATA_DIR": str(data_dir),
         "FAIRWATCH_PORT": str(port),
         "FAIRWATCH_CREATE_DEMO": "false",
         "FAIRWATCH_LOG_JSON": "false",
     }
-    log = tmp_path / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "server", "serve", "--role", "api"],
@@ -62,7 +63,6 @@ def test_sigterm_stops_the_embedded_postgres(tmp_path: Path) -> None:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    pgdata = tmp_path / "var" / "postgres"
     try:
         deadline = time.monotonic() + DEADLINE_SECONDS
         while True:
@@ -74,7 +74,7 @@ def test_sigterm_stops_the_embedded_postgres(tmp_path: Path) -> None:
                 pass
             assert time.monotonic() < deadline, log.read_text(errors="replace")
             time.sleep(0.2)  # polling with a deadline, not a timing assumption
-        postmaster = _postmaster_pid(pgdata)
+        postmaster = _postmaster_pid(data_dir / "postgres")
         assert postmaster is not None and _alive(postmaster)
 
         process.send_signal(signal.SIGTERM)
@@ -83,8 +83,26 @@ def test_sigterm_stops_the_embedded_postgres(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+    return postmaster
 
+
+def _assert_stopped(pgdata: Path, postmaster: int, log: Path) -> None:
     # pg_ctl stop -w has returned before the exit handler did: no waiting needed here.
     assert _postmaster_pid(pgdata) is None, log.read_text(errors="replace")
     assert not _alive(postmaster)
     assert json.loads((pgdata / ".handle_pids.json").read_text()) == []
+
+
+def test_sigterm_stops_the_embedded_postgres(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    postmaster = _serve_then_sigterm(tmp_path / "var", log)
+    _assert_stopped(tmp_path / "var" / "postgres", postmaster, log)
+
+    # A holder that died without its exit handlers (kill -9, a power cut) is still listed by
+    # the wheel; the next serve forgets it, or the server would never be stopped again.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)
+    holders = tmp_path / "var" / "postgres" / ".handle_pids.json"
+    holders.write_text(json.dumps([gone.pid]))
+    postmaster = _serve_then_sigterm(tmp_path / "var", log)
+    _assert_stopped(tmp_path / "var" / "postgres", postmaster, log)
