@@ -30,6 +30,7 @@ __all__ = [
     "IllegalTransition",
     "alert_history",
     "alert_view",
+    "alertable",
     "get_alert",
     "list_alerts",
     "precision",
@@ -101,6 +102,12 @@ class AlertView(msgspec.Struct, frozen=True, kw_only=True):
     verdict_note: str | None
     created_at: datetime
     updated_at: datetime
+    # The scan's own figures beside the run-level ones above (p_value, recurrence_interval_days:
+    # Bonferroni over the scans_in_run scans of the run). None on alerts raised before the
+    # run-level adjustment, whose p_value is the scan's own.
+    scan_p_value: float | None = None
+    scan_recurrence_interval_days: float | None = None
+    scans_in_run: int | None = None
 
 
 def alert_view(row: asyncpg.Record) -> AlertView:
@@ -141,6 +148,9 @@ def alert_view(row: asyncpg.Record) -> AlertView:
         verdict_note=row["verdict_note"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        scan_p_value=row["scan_p_value"],
+        scan_recurrence_interval_days=row["scan_recurrence_interval_days"],
+        scans_in_run=row["scans_in_run"],
     )
 
 
@@ -212,6 +222,18 @@ def _overlaps(path: list[uuid.UUID], node: uuid.UUID, taken: list[list[uuid.UUID
     return any(node in other or other[-1] in path for other in taken)
 
 
+def alertable(findings: list[Finding], threshold_days: float) -> list[Finding]:
+    """The findings whose run-level (family-wise) recurrence interval reaches the threshold,
+    rarest first. A scan's own recurrence interval is not enough: a run makes several scans."""
+    eligible = [
+        f
+        for f in findings
+        if f.recurrence_interval_days is not None and f.recurrence_interval_days >= threshold_days
+    ]
+    eligible.sort(key=lambda f: (-(f.recurrence_interval_days or 0.0), -f.llr))
+    return eligible
+
+
 async def record_findings(
     conn: Conn,
     org_id: uuid.UUID,
@@ -224,14 +246,9 @@ async def record_findings(
     code_version: str,
     threshold_days: float,
 ) -> tuple[list[tuple[AlertView, str]], int, int]:
-    """Raise or update alerts for findings at or above the threshold, in the caller's
-    transaction. Returns the (alert, event) pairs to deliver and the raised/updated counts."""
-    eligible = [
-        f
-        for f in findings
-        if f.recurrence_interval_days is not None and f.recurrence_interval_days >= threshold_days
-    ]
-    eligible.sort(key=lambda f: (-(f.recurrence_interval_days or 0.0), -f.llr))
+    """Raise or update alerts for the ``alertable`` findings, in the caller's transaction.
+    Returns the (alert, event) pairs to deliver and the raised/updated counts."""
+    eligible = alertable(findings, threshold_days)
     if not eligible:
         return [], 0, 0
     await conn.execute(Q.lock_org_alerts, str(org_id))
@@ -260,13 +277,14 @@ async def record_findings(
             f.observed, f.expected, f.ratio, f.llr, f.p_value, f.replicas,
             f.recurrence_interval_days, members, c.linked_entities,
         )  # fmt: skip
+        family = (f.scan_p_value, f.scan_recurrence_interval_days, f.scans_in_run)
         params_json = msgspec.json.encode(params).decode()
         if existing is None:
             alert_id = await conn.fetchval(
                 Q.insert_alert, org_id, f.kind, f.scope.key, c.categories, c.cells,
                 c.centre_cell, f.radius_km, c.countries, f.role, f.entity_id, f.entity_path,
                 c.entity, f.window_start, f.window_end, *statistics_, f.method, params_json,
-                seed, code_version, c.quality, run_id,
+                seed, code_version, c.quality, run_id, *family,
             )  # fmt: skip
             raised += 1
             event = "alert.created"
@@ -276,7 +294,7 @@ async def record_findings(
                 Q.update_alert_statistics, org_id, alert_id, c.categories, c.cells,
                 c.centre_cell, f.radius_km, c.countries, f.entity_id, f.entity_path, c.entity,
                 f.window_start, f.window_end, *statistics_, params_json, seed, code_version,
-                c.quality, run_id,
+                c.quality, run_id, *family,
             )  # fmt: skip
             updated += 1
             event = "alert.updated"

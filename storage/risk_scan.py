@@ -1,6 +1,8 @@
 """From loaded reports to scan findings: one space-time scan per scope (all categories, then
 each high-priority group) and one entity surge scan per role and scope, with the member reports
-of every cluster. Pure computation (no database): the run executor calls it in a thread."""
+of every cluster. Every finding carries its scan's own p-value and the run-level, family-wise
+one (Bonferroni over the run's scans, ``cases.risk.family``) that alerts use. Pure computation
+(no database): the run executor calls it in a thread."""
 
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ from cases.risk import (
     CaseCounts,
     SpaceTimeParams,
     SurgeParams,
+    family_p_value,
+    family_replicas,
+    recurrence_interval,
     scan_entity_surge,
     scan_space_time,
 )
@@ -83,7 +88,11 @@ class ScanScope(msgspec.Struct, frozen=True):
 
 
 class Finding(msgspec.Struct, kw_only=True):
-    """One cluster, with what the alert step needs; ``members`` index ``ScanData.reports``."""
+    """One cluster, with what the alert step needs; ``members`` index ``ScanData.reports``.
+
+    ``p_value`` and ``recurrence_interval_days`` are the run-level (family-wise) figures over the
+    ``scans_in_run`` scans of the run, which the alert threshold applies to; ``scan_p_value`` and
+    ``scan_recurrence_interval_days`` are the scan's own."""
 
     kind: Literal["space_time", "entity_surge"]
     scope: ScanScope
@@ -105,6 +114,9 @@ class Finding(msgspec.Struct, kw_only=True):
     role: Role | None = None
     entity_id: uuid.UUID | None = None
     entity_path: list[uuid.UUID] = []
+    scan_p_value: float | None = None
+    scan_recurrence_interval_days: float | None = None
+    scans_in_run: int = 1
 
 
 def effective_radius_km(params: ScanParams) -> float:
@@ -150,21 +162,43 @@ def canonical_categories(taxonomy: Taxonomy, report: ScanReport) -> set[str]:
 def run_scans(
     data: ScanData, params: ScanParams, taxonomy: Taxonomy, threshold_days: float
 ) -> tuple[list[dict[str, Any]], list[Finding]]:
-    """Every scan of the run: results as stored and returned, and all findings."""
+    """Every scan of the run: results as stored and returned, and all findings.
+
+    The family counts the scans that can find a cluster at all (at least ``min_reports``
+    reports); each of them runs ``family_replicas`` replicas, so that a run-level recurrence
+    interval of ``threshold_days`` stays reachable."""
     cats = [canonical_categories(taxonomy, r) for r in data.reports]
-    results: list[dict[str, Any]] = []
-    findings: list[Finding] = []
+    # (scope, role or None for the space-time scan, the reports it scans)
+    planned: list[tuple[ScanScope, Role | None, list[int]]] = []
     for scope in scopes_for(params, taxonomy):
         chosen = [i for i, c in enumerate(cats) if scope.categories is None or c & scope.categories]
-        found, summary = _space_time(data, chosen, scope, params)
+        planned.append((scope, None, chosen))
+        if params.entity_scan:
+            planned.extend((scope, r, [i for i, _ in _linked(data, chosen, r)]) for r in ROLES)
+    scans = sum(1 for _, _, chosen in planned if len(chosen) >= params.min_reports)
+    replicas = family_replicas(params.replicas, scans, threshold_days)
+    results: list[dict[str, Any]] = []
+    findings: list[Finding] = []
+    for scope, role, chosen in planned:
+        if role is None:
+            found, summary = _space_time(data, chosen, scope, params, replicas)
+        else:
+            linked = [(i, data.links[data.reports[i].id][role]) for i in chosen]
+            found, summary = _surge(data, linked, scope, role, params, replicas)
+        for f in found:
+            _adjust(f, scans)
+        summary.update(scans_in_run=scans, replicas=replicas if summary["method"] else 0)
         findings.extend(found)
         results.append(_summary(summary, found, data, threshold_days))
-        if params.entity_scan:
-            for role in ROLES:
-                found, summary = _surge(data, chosen, scope, role, params)
-                findings.extend(found)
-                results.append(_summary(summary, found, data, threshold_days))
     return results, findings
+
+
+def _adjust(f: Finding, scans: int) -> None:
+    f.scan_p_value = f.p_value
+    f.scan_recurrence_interval_days = f.recurrence_interval_days
+    f.scans_in_run = scans
+    f.p_value = family_p_value(f.scan_p_value, scans)
+    f.recurrence_interval_days = recurrence_interval(f.p_value)
 
 
 def _day_index(data: ScanData, day: date) -> int:
@@ -176,7 +210,7 @@ def _date(data: ScanData, index: int) -> date:
 
 
 def _space_time(
-    data: ScanData, chosen: Sequence[int], scope: ScanScope, params: ScanParams
+    data: ScanData, chosen: Sequence[int], scope: ScanScope, params: ScanParams, replicas: int
 ) -> tuple[list[Finding], dict[str, Any]]:
     study_days = (data.analysis_date - data.study_start).days + 1
     cell_of = [
@@ -214,7 +248,7 @@ def _space_time(
             max_radius_km=effective_radius_km(params),
             min_cases=params.min_reports,
             min_monitors=params.min_monitors,
-            replicas=params.replicas,
+            replicas=replicas,
             seed=params.seed or 0,
             max_neighbours=params.k_nearest,
         ),
@@ -227,12 +261,10 @@ def _space_time(
     )
     found = []
     for cluster in result.clusters:
-        in_zone = set(cluster.locations)
-        members = [
-            chosen[k]
-            for k in range(len(chosen))
-            if unit[k] in in_zone and cluster.start_day <= day[k] <= cluster.end_day
-        ]
+        in_cluster = (
+            np.isin(unit, cluster.locations) & (day >= cluster.start_day) & (day <= cluster.end_day)
+        )
+        members = [chosen[k] for k in np.flatnonzero(in_cluster).tolist()]
         found.append(
             Finding(
                 kind="space_time",
@@ -257,22 +289,32 @@ def _space_time(
     return found, summary
 
 
-def _surge(
-    data: ScanData, chosen: Sequence[int], scope: ScanScope, role: Role, params: ScanParams
-) -> tuple[list[Finding], dict[str, Any]]:
-    study_days = (data.analysis_date - data.study_start).days + 1
-    linked = [
+def _linked(data: ScanData, chosen: Sequence[int], role: Role) -> list[tuple[int, uuid.UUID]]:
+    """(report index, entity) for the chosen reports linked to a known entity in ``role``."""
+    return [
         (i, data.links[data.reports[i].id][role])
         for i in chosen
         if role in data.links.get(data.reports[i].id, {})
         and data.links[data.reports[i].id][role] in data.entities
     ]
+
+
+def _surge(
+    data: ScanData,
+    linked: Sequence[tuple[int, uuid.UUID]],
+    scope: ScanScope,
+    role: Role,
+    params: ScanParams,
+    replicas: int,
+) -> tuple[list[Finding], dict[str, Any]]:
+    study_days = (data.analysis_date - data.study_start).days + 1
     nodes: dict[uuid.UUID, int] = {}
     paths: dict[uuid.UUID, list[uuid.UUID]] = {}
     for _, entity in linked:
-        paths[entity] = _path(data.entities, entity)
-        for node in paths[entity]:
-            nodes.setdefault(node, len(nodes))
+        if entity not in paths:
+            paths[entity] = _path(data.entities, entity)
+            for node in paths[entity]:
+                nodes.setdefault(node, len(nodes))
     order = list(nodes)
     parent = []
     for n in order:
@@ -297,21 +339,22 @@ def _surge(
             study_days=study_days,
             max_window_days=min(params.max_window_days, study_days),
             min_cases=params.min_reports,
-            replicas=params.replicas,
+            replicas=replicas,
             seed=params.seed or 0,
         ),
     )
     summary.update(
         method=result.method, replicas_run=result.replicas_run, stopped_early=result.stopped_early
     )
+    # Which linked reports each node's group holds: the reports of the node and its descendants.
+    under: dict[uuid.UUID, list[int]] = defaultdict(list)
+    for k, (_, entity) in enumerate(linked):
+        for node in paths[entity]:
+            under[node].append(k)
     found = []
     for surge in result.surges:
         node = order[surge.node]
-        members = [
-            i
-            for k, (i, entity) in enumerate(linked)
-            if node in paths[entity] and surge.start_day <= day[k] <= surge.end_day
-        ]
+        members = [linked[k][0] for k in under[node] if surge.start_day <= day[k] <= surge.end_day]
         found.append(
             Finding(
                 kind="entity_surge",
@@ -379,6 +422,8 @@ def _cluster_json(f: Finding, data: ScanData, threshold_days: float) -> dict[str
         "p_value": f.p_value,
         "recurrence_interval_days": ri,
         "above_threshold": ri is not None and ri >= threshold_days,
+        "scan_p_value": f.scan_p_value,
+        "scan_recurrence_interval_days": f.scan_recurrence_interval_days,
         "monitors": f.monitors,
         "member_report_ids": sorted(str(data.reports[i].id) for i in f.members),
     }

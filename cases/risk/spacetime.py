@@ -23,6 +23,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from cases.risk.family import MAX_SCAN_REPLICAS
 from cases.risk.permutation import (
     LLR_TOLERANCE,
     compiled,
@@ -51,7 +52,7 @@ class SpaceTimeParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_case_fraction: Annotated[float, msgspec.Meta(gt=0.0, le=0.5)] = 0.5
     min_cases: Annotated[int, msgspec.Meta(ge=1)] = 2
     min_monitors: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
-    replicas: Annotated[int, msgspec.Meta(ge=0, le=99_999)] = 999
+    replicas: Annotated[int, msgspec.Meta(ge=0, le=MAX_SCAN_REPLICAS)] = 999
     sequential_stop: Annotated[int, msgspec.Meta(ge=0)] = 50
     seed: Annotated[int, msgspec.Meta(ge=0)] = 0
     # K: at most this many nearest locations in a circle (None: only the radius and case caps).

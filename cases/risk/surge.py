@@ -18,6 +18,7 @@ import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from cases.risk.family import MAX_SCAN_REPLICAS
 from cases.risk.permutation import (
     compiled,
     compiled_parallel,
@@ -39,7 +40,7 @@ class SurgeParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     study_days: Annotated[int, msgspec.Meta(ge=1, le=3660)]
     max_window_days: Annotated[int, msgspec.Meta(ge=1, le=366)] = 7
     min_cases: Annotated[int, msgspec.Meta(ge=1)] = 2
-    replicas: Annotated[int, msgspec.Meta(ge=0, le=99_999)] = 999
+    replicas: Annotated[int, msgspec.Meta(ge=0, le=MAX_SCAN_REPLICAS)] = 999
     sequential_stop: Annotated[int, msgspec.Meta(ge=0)] = 50
     seed: Annotated[int, msgspec.Meta(ge=0)] = 0
 

@@ -127,9 +127,11 @@ ORDER BY updated_at DESC LIMIT 1;
 INSERT INTO alerts (org_id, kind, scope, categories, cells, centre_cell, radius_km, countries,
     entity_role, entity_id, entity_path, entity, window_start, window_end, observed, expected,
     ratio, llr, p_value, replicas, recurrence_interval_days, member_report_ids,
-    linked_entities, method, params, seed, code_version, quality, first_run_id, last_run_id)
+    linked_entities, method, params, seed, code_version, quality, first_run_id, last_run_id,
+    scan_p_value, scan_recurrence_interval_days, scans_in_run)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15, $16, $17, $18,
-    $19, $20, $21, $22, $23::jsonb, $24, $25::jsonb, $26, $27, $28::jsonb, $29, $29)
+    $19, $20, $21, $22, $23::jsonb, $24, $25::jsonb, $26, $27, $28::jsonb, $29, $29, $30, $31,
+    $32)
 RETURNING id;
 
 -- name: update_alert_statistics
@@ -140,7 +142,9 @@ SET categories = $3, cells = $4, centre_cell = $5, radius_km = $6, countries = $
     recurrence_interval_days = $19,
     member_report_ids = ARRAY(SELECT DISTINCT unnest(member_report_ids || $20::uuid[]) ORDER BY 1),
     linked_entities = $21::jsonb, params = $22::jsonb, seed = $23, code_version = $24,
-    quality = $25::jsonb, last_run_id = $26, version = version + 1, updated_at = now()
+    quality = $25::jsonb, last_run_id = $26, scan_p_value = $27,
+    scan_recurrence_interval_days = $28, scans_in_run = $29, version = version + 1,
+    updated_at = now()
 WHERE org_id = $1 AND id = $2
 RETURNING version;
 

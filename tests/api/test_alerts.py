@@ -126,7 +126,14 @@ async def test_alert_lifecycle_and_illegal_transitions(client: Client, pool: asy
     alerts = r.json()["items"]
     alert = next(a for a in alerts if a["scope"] == "all")
     assert alert["status"] == "new" and alert["cells"] == [cluster_cell()]
-    assert alert["recurrence_interval_days"] >= 100 and alert["replicas"] == 999
+    assert alert["recurrence_interval_days"] >= 100
+    # Run-level figures: 4 scans could find a cluster (all and coercion, a recruiter surge scan
+    # for each; no report is in the other groups or names an employer), so each ran
+    # 4 * (999 + 1) - 1 replicas and the alert's p is 4 times the scan's own.
+    assert alert["scans_in_run"] == 4 and alert["replicas"] == 3999
+    assert alert["p_value"] == pytest.approx(4 * alert["scan_p_value"])
+    assert alert["scan_recurrence_interval_days"] == pytest.approx(1 / alert["scan_p_value"])
+    assert alert["recurrence_interval_days"] == pytest.approx(1 / alert["p_value"])
     assert alert["seed"] == 11 and alert["method"].startswith("space-time permutation")
     assert alert["quality"]["monitors"] == 4 and "flags" in alert["quality"]
     assert alert["countries"] == ["QA"]
