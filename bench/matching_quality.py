@@ -122,8 +122,9 @@ def _choose_link_threshold(
 ) -> float:
     """The auto-link threshold with the highest recall at precision >= 0.98 on these (training)
     mentions, on a grid of 0.01. The mentions are scored once: at any threshold of 0.3 or more
-    a best candidate links when its probability reaches it, unless a plausible runner-up is
-    too close (the margin rule, which does not depend on the link threshold)."""
+    a best candidate links when its probability reaches it (unless, for a model without a
+    fitted choice among the candidates, a plausible runner-up is too close: the margin rule,
+    which does not depend on the link threshold)."""
     scorer = matcher.with_thresholds(_LINK_GRID[0], 0.3)
     index = scorer.build_index(registry)
     scored = []  # (probability, right) of every best candidate the margin rule lets link

@@ -30,6 +30,7 @@ __all__ = [
     "PLACE_NAME_LEVELS",
     "TIME_GAP_LEVELS",
     "TOKEN_OVERLAP_LEVELS",
+    "NamesApart",
     "TokenWeight",
     "align_person_names",
     "compare_categories",
@@ -182,9 +183,14 @@ def compare_org_names(a: Sequence[OrgName], b: Sequence[OrgName], token_weight: 
 _SOUND_ALIKE_FLOOR = 0.72
 
 
-def _sound_alike(a: str, b: str, codes: dict[str, str]) -> bool:
+NamesApart = Callable[[str, str], bool]
+
+
+def _sound_alike(a: str, b: str, codes: dict[str, str], apart: NamesApart | None = None) -> bool:
     if _tokens_agree(a, b):
-        return True
+        # A typo, unless the two spellings sound different and are both established names
+        # ("Rajesh" / "Ramesh", "Santos" / "Santiago"): two people, not one mistyped.
+        return a == b or apart is None or codes.get(a) == codes.get(b) or not apart(a, b)
     code = codes.get(a, "")
     return (
         bool(code)
@@ -194,13 +200,18 @@ def _sound_alike(a: str, b: str, codes: dict[str, str]) -> bool:
 
 
 def align_person_names(
-    shorter: Sequence[str], longer: Sequence[str], codes: dict[str, str]
+    shorter: Sequence[str],
+    longer: Sequence[str],
+    codes: dict[str, str],
+    apart: NamesApart | None = None,
 ) -> tuple[tuple[str, ...], int]:
     """Tokens of `shorter` that find a distinct partner in `longer`, and how many tokens of
     `longer` they used up.
 
     A partner is an equal token, a sound-alike spelling, a small typo, or two neighbouring
     tokens of `longer` written as one (Abdel Rahman / Abdelrahman, Dela Cruz / Delacruz).
+    `apart(x, y)` tells two established names from a name and its typo (see
+    `compare_person_names`).
     """
     remaining = list(longer)
     aligned: list[str] = []
@@ -227,7 +238,7 @@ def align_person_names(
             continue
         split = joined_partner(token, exact=True)
         if split is None:
-            partner = next((o for o in remaining if _sound_alike(token, o, codes)), None)
+            partner = next((o for o in remaining if _sound_alike(token, o, codes, apart)), None)
             if partner is not None:
                 remaining.remove(partner)
                 aligned.append(token)
@@ -246,7 +257,9 @@ def ordered_by_length(a: PersonName, b: PersonName) -> tuple[PersonName, PersonN
     return (a, b) if len(a.tokens) <= len(b.tokens) else (b, a)
 
 
-def compare_person_names(a: PersonName, b: PersonName, codes: dict[str, str]) -> int:
+def compare_person_names(
+    a: PersonName, b: PersonName, codes: dict[str, str], apart: NamesApart | None = None
+) -> int:
     """Person names, insensitive to order, spelling variants, initials and a missing token.
 
     `codes` maps every token of both names to its phonetic code. Levels: the same tokens
@@ -256,11 +269,16 @@ def compare_person_names(a: PersonName, b: PersonName, codes: dict[str, str]) ->
     resembling its counterpart (overlap: a given name mistyped beyond recognition), the same
     but with a plainly different name or initial (relative: a family member sharing the
     surname, and often the phone and the district), or disagree.
+
+    `apart(x, y)`, when given, says whether two spellings within a typo of each other are two
+    established names (both carried by enough records) rather than a name and its misspelling:
+    "Rajesh Kumar" / "Ramesh Kumar" is then relative, not close. A misspelling is rare; a
+    name that many records carry is not one.
     """
     if not a.tokens or not b.tokens:
         return MISSING
     shorter, longer = ordered_by_length(a, b)
-    aligned, consumed = align_person_names(shorter.tokens, longer.tokens, codes)
+    aligned, consumed = align_person_names(shorter.tokens, longer.tokens, codes, apart)
     if len(aligned) == len(shorter.tokens) and consumed == len(longer.tokens):
         # Every full name agrees; contradicting initials ("T. Menon", "U. Menon") are two
         # people sharing a surname, not one person.
@@ -278,12 +296,15 @@ def compare_person_names(a: PersonName, b: PersonName, codes: dict[str, str]) ->
     if _initials_cover(shorter, longer, aligned, codes) or (
         len(shorter.tokens) == len(longer.tokens)
         and _initials_cover(
-            longer, shorter, align_person_names(longer.tokens, shorter.tokens, codes)[0], codes
+            longer,
+            shorter,
+            align_person_names(longer.tokens, shorter.tokens, codes, apart)[0],
+            codes,
         )
     ):
         return 3  # "Reynaldo Ocampo" / "R. Luna Ocampo": an initial, a missing middle name
     if aligned and len(aligned) >= len(shorter.tokens) - 1:
-        return 4 if _odd_tokens_resemble(shorter, longer, aligned, codes) else 5
+        return 4 if _odd_tokens_resemble(shorter, longer, aligned, codes, apart) else 5
     return 6
 
 
@@ -312,15 +333,25 @@ _RESEMBLE = 0.7  # Jaro-Winkler of a mangled name and its original ("Xiti" / "Si
 
 
 def _odd_tokens_resemble(
-    shorter: PersonName, longer: PersonName, aligned: Sequence[str], codes: dict[str, str]
+    shorter: PersonName,
+    longer: PersonName,
+    aligned: Sequence[str],
+    codes: dict[str, str],
+    apart: NamesApart | None = None,
 ) -> bool:
     """Whether a token of the shorter name left without a partner still looks like one of the
     longer name's unmatched tokens (a heavy typo) rather than another name (a relative)."""
     odd = [t for t in shorter.tokens if t not in aligned]
     unmatched = [
-        t for t in longer.tokens if not any(t == x or _sound_alike(t, x, codes) for x in aligned)
+        t
+        for t in longer.tokens
+        if not any(t == x or _sound_alike(t, x, codes, apart) for x in aligned)
     ]
-    return any(JaroWinkler.normalized_similarity(x, y) >= _RESEMBLE for x in odd for y in unmatched)
+    return any(
+        JaroWinkler.normalized_similarity(x, y) >= _RESEMBLE and (apart is None or not apart(x, y))
+        for x in odd
+        for y in unmatched
+    )
 
 
 def _initials_conflict(a: PersonName, b: PersonName) -> bool:

@@ -4,6 +4,7 @@ against an incremental index, clusters a batch from scratch, and fits its own mo
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Generic, Literal, TypeVar
 
@@ -13,12 +14,12 @@ import numpy as np
 from cases.matching.blocking import CandidateIndex
 from cases.matching.jobs import JobSpec
 from cases.matching.model import (
+    ChoiceCalibration,
     FrequencyTable,
     LevelMatrix,
     MatchModel,
+    calibrate_choice,
     calibrate_from_labels,
-    calibrate_linkage,
-    competitor_mass,
     estimate_by_em,
     estimate_u,
     fit_from_labels,
@@ -245,9 +246,10 @@ class Matcher(Generic[R, F]):
         best, others = scored[0], [c.total_weight for c in scored[1:]]
         probability = self.model.link_probability(best.total_weight, others)
         decision = self._decision(probability)
-        if decision == "link" and len(scored) > 1:
-            # When a plausible runner-up is nearly as good, the choice between them is a
-            # human's, not an auto-link.
+        if decision == "link" and len(scored) > 1 and self.model.choice is None:
+            # Without a fitted choice among the candidates, a plausible runner-up nearly as
+            # good makes the choice between them a human's, not an auto-link. A fitted
+            # `ChoiceCalibration` weighs the runner-up itself: its probability is the rule.
             runner_up = scored[1]
             gap = best.total_weight - runner_up.total_weight
             if runner_up.decision != "no_link" and gap < self.model.thresholds.ambiguity_margin:
@@ -335,10 +337,11 @@ class Matcher(Generic[R, F]):
         the unlabelled candidate pairs. With `same(left_id, right_id)` (labels, e.g. past human
         decisions or a labelled training set): m and u are counted on the labelled candidate
         pairs and the probability is calibrated on them (u among the candidate pairs, or
-        from the random pairs with `u_from_candidates=False`); for a linkage job the
-        best-candidate probability is calibrated too (`LinkCalibration`). Without `against`
-        the job is deduplication within `records`; with it, `records` are linked to the
-        reference set `against` (mentions to the registry).
+        from the random pairs with `u_from_candidates=False`); for a linkage job the choice
+        among a mention's candidates is calibrated too (`ChoiceCalibration`; without labels,
+        EM itself bounds each mention to one match and the choice is its posterior).
+        Without `against` the job is deduplication within `records`; with it, `records` are
+        linked to the reference set `against` (mentions to the registry).
         """
         rng = np.random.default_rng(seed)
         index = self.build_index(against if against is not None else records)
@@ -353,19 +356,45 @@ class Matcher(Generic[R, F]):
         sampled = [(left[i], right[j]) for i, j in picks]
         sampled = [(a, b) for a, b in sampled if a is not b]
         model = estimate_u(self.model, self._level_matrix(sampled, frequencies))
+        linkage = against is not None and self.job.linkage
         candidates: list[tuple[F, F]] = []
+        owners: list[int] = []  # the position in `left` of each pair's first record
         for i, item in enumerate(left):
             before = None if against is not None else i
-            candidates.extend((item, right[j]) for j in index.candidates(item, before=before))
+            found = index.candidates(item, before=before)
+            candidates.extend((item, right[j]) for j in found)
+            owners.extend([i] * len(found))
         if len(candidates) > max_candidate_pairs:
-            chosen = rng.choice(len(candidates), max_candidate_pairs, replace=False).tolist()
+            if linkage:
+                # Whole mentions, so that each keeps all its candidates (the EM below weighs
+                # them against each other).
+                order = rng.permutation(len(left)).tolist()
+                counts = Counter(owners)
+                kept: set[int] = set()
+                total = 0
+                for i in order:
+                    if total + counts[i] > max_candidate_pairs:
+                        break
+                    kept.add(i)
+                    total += counts[i]
+                chosen = [k for k, owner in enumerate(owners) if owner in kept]
+            else:
+                chosen = rng.choice(len(candidates), max_candidate_pairs, replace=False).tolist()
             candidates = [candidates[k] for k in chosen]
+            owners = [owners[k] for k in chosen]
         levels = self._level_matrix(candidates, frequencies)
         if same is None:
             # u is re-estimated among candidate pairs: blocking makes non-matches agree on the
             # blocked fields far more often than random pairs do, and only blocked pairs are
-            # ever scored.
-            return self._with(estimate_by_em(model, levels, fix_u=False), frequencies)
+            # ever scored. A mention names at most one entity: its candidates share one match.
+            if not linkage:
+                return self._with(estimate_by_em(model, levels, fix_u=False), frequencies)
+            groups = np.asarray(owners, dtype=np.int64)
+            fitted_em = estimate_by_em(model, levels, fix_u=False, groups=groups)
+            # The choice among a mention's candidates is then the fitted model's own
+            # posterior (Bayes, odds = 2^(w + prior log-odds)), which weighs a runner-up.
+            choice = ChoiceCalibration(slope=1.0, intercept=fitted_em.prior_weight)
+            return self._with(msgspec.structs.replace(fitted_em, choice=choice), frequencies)
         labels = [same(_identity(a), _identity(b)) for a, b in candidates]
         model = fit_from_labels(model, levels, labels, prior_strength=1.0, fit_u=u_from_candidates)
         rate = min(max(sum(labels) / max(len(labels), 1), 1e-4), 1 - 1e-4)
@@ -384,26 +413,32 @@ class Matcher(Generic[R, F]):
         index: CandidateIndex[F],
         same: Callable[[str, str], bool],
     ) -> MatchModel:
-        """Calibrate the best-candidate probability on labelled mentions: is the best candidate
-        the mention's entity (False too for mentions of entities outside the registry)?"""
+        """Calibrate the linkage probability on labelled mentions: which of its candidates is
+        the mention's entity, if any (none for mentions of entities outside the registry)?"""
         scorer = self._with(model, index.frequencies)
-        best_weights, competitors, labels = [], [], []
+        candidate_weights: list[list[float]] = []
+        chosen: list[int | None] = []
         for mention in mentions:
-            weights = sorted(
-                (
-                    (scorer.total_weight(mention, index.records[j], index.frequencies), j)
-                    for j in index.candidates(mention)
-                ),
-                reverse=True,
+            positions = index.candidates(mention)
+            candidate_weights.append(
+                [
+                    scorer.total_weight(mention, index.records[j], index.frequencies)
+                    for j in positions
+                ]
             )
-            if not weights:
-                continue
-            best_weights.append(weights[0][0])
-            competitors.append(competitor_mass([w for w, _ in weights[1:]]))
-            labels.append(same(_identity(mention), _identity(index.records[weights[0][1]])))
-        if len(set(labels)) < 2:
-            return model
-        return calibrate_linkage(model, best_weights, competitors, labels)
+            mention_id = _identity(mention)
+            chosen.append(
+                next(
+                    (
+                        k
+                        for k, j in enumerate(positions)
+                        if same(mention_id, _identity(index.records[j]))
+                    ),
+                    None,
+                )
+            )
+        fitted = calibrate_choice(model, candidate_weights, chosen)
+        return msgspec.structs.replace(fitted, linkage=None) if fitted.choice else fitted
 
     def refit_from_labels(self, labelled: Sequence[tuple[R, R, bool]]) -> Matcher[R, F]:
         """Refit m from human decisions (kept as labels), then recalibrate the probability."""

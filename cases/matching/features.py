@@ -31,6 +31,8 @@ __all__ = [
     "prepare_incident",
     "prepare_person",
     "sound_pairs",
+    "sound_set",
+    "sound_sets",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -151,3 +153,29 @@ def sound_pairs(codes: Iterable[str]) -> set[str]:
     blocked ("Ram ... Gurung" whatever the middle name and the spelling)."""
     unique = sorted({code for code in codes if code})
     return {f"{x}|{y}" for x, y in combinations(unique, 2)}
+
+
+_MAX_SOUNDS_COUNTED = 6  # a longer name counts its first six sounds (57 sets at most)
+
+
+def _counted_sounds(codes: Iterable[str]) -> list[str]:
+    return sorted({code for code in codes if code})[:_MAX_SOUNDS_COUNTED]
+
+
+def sound_sets(codes: Iterable[str]) -> set[str]:
+    """Every set of two or more of a name's phonetic codes, order-free: how the namesakes of
+    a whole name are counted, inside longer names too ("Ram Gurung" in "Ram Bahadur
+    Gurung")."""
+    unique = _counted_sounds(codes)
+    return {
+        "|".join(subset)
+        for size in range(2, len(unique) + 1)
+        for subset in combinations(unique, size)
+    }
+
+
+def sound_set(codes: Iterable[str]) -> str | None:
+    """The set of all of a name's phonetic codes, as `sound_sets` counts it (None for fewer
+    than two)."""
+    unique = _counted_sounds(codes)
+    return "|".join(unique) if len(unique) > 1 else None

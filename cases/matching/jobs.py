@@ -23,6 +23,8 @@ from cases.matching.features import (
     prepare_incident,
     prepare_person,
     sound_pairs,
+    sound_set,
+    sound_sets,
 )
 from cases.matching.model import FrequencyTable, Thresholds
 from cases.matching.normalise import OrgName
@@ -204,22 +206,70 @@ def entity_job(default_region: str | None = None) -> JobSpec[EntityRecord, Entit
 # Person dedup ------------------------------------------------------------------------------
 
 
+# Two spellings within a typo of each other are two names, not a name and its misspelling,
+# when both are carried by at least this many records and the rarer by at least this share
+# of the commoner's records: a given misspelling of a name is far rarer than that.
+_ESTABLISHED_NAME_RECORDS = 3
+_ESTABLISHED_NAME_SHARE = 0.05
+
+
+def _names_apart(freq: FrequencyTable) -> cmp.NamesApart | None:
+    """Whether two name tokens are both established names (see `compare_person_names`); None
+    while too few records are counted to tell."""
+    if not freq.is_counted("person_token"):
+        return None
+
+    def apart(a: str, b: str) -> bool:
+        left, right = freq.count("person_token", a), freq.count("person_token", b)
+        rarer = min(left, right)
+        return rarer >= _ESTABLISHED_NAME_RECORDS and rarer >= _ESTABLISHED_NAME_SHARE * max(
+            left, right
+        )
+
+    return apart
+
+
+def _compare_person_names(a: PersonFeatures, b: PersonFeatures, freq: FrequencyTable) -> int:
+    return cmp.compare_person_names(a.name, b.name, a.codes | b.codes, _names_apart(freq))
+
+
 def _person_name_frequency(
     a: PersonFeatures, b: PersonFeatures, level: int, freq: FrequencyTable
 ) -> TermFrequency:
     if level == 0:
-        return TermFrequency(freq.frequency("person_name", a.name.key), freq.typical("person_name"))
-    if level == 1:
+        # The same names: how many records carry all of their sounds, alone or inside a longer
+        # name ("Ram Gurung" is also how a "Ram Bahadur Gurung" is written).
+        whole = sound_set(a.codes.values())
+        if whole is not None:
+            return TermFrequency(
+                freq.frequency("person_within", whole), freq.typical("person_within")
+            )
+    if level <= 1:
         left = freq.frequency("person_sound", a.name.phonetic_key)
         right = freq.frequency("person_sound", b.name.phonetic_key)
         if left is None or right is None:
             return TermFrequency(None)
         return TermFrequency(max(left, right), freq.typical("person_sound"))
     # Partial agreements: how many people carry the names both sides agree on. Pairs of sounds
-    # are counted per record, so "Ram Gurung" inside "Ram Bahadur Gurung" is counted too.
+    # are counted per record, so "Ram Gurung" inside "Ram Bahadur Gurung" is counted too. Each
+    # side's spelling is looked up and the commoner one counts: a typo ("Kumaar") has a rare
+    # sound of its own, but the name it stands for is as common as ever.
     codes = a.codes | b.codes
-    shorter, longer = cmp.ordered_by_length(a.name, b.name)
-    aligned, _ = cmp.align_person_names(shorter.tokens, longer.tokens, codes)
+    apart = _names_apart(freq)
+    readings = [
+        _rarest_sounds(cmp.align_person_names(x.tokens, y.tokens, codes, apart)[0], codes, freq)
+        for x, y in ((a.name, b.name), (b.name, a.name))
+    ]
+    known = [r for r in readings if r.frequency is not None and r.reference is not None]
+    if not known:
+        return TermFrequency(None)
+    # The reading with the smaller shift: frequency highest against its reference.
+    return max(known, key=lambda r: (r.frequency or 0.0) / (r.reference or 1.0))
+
+
+def _rarest_sounds(
+    aligned: Iterable[str], codes: dict[str, str], freq: FrequencyTable
+) -> TermFrequency:
     sounds = {codes[t] for t in aligned if codes.get(t)}
     if len(sounds) == 1:
         (sound,) = sounds
@@ -251,11 +301,12 @@ def _dob_key(features: PersonFeatures) -> str | None:
 
 def _count_person(features: PersonFeatures, freq: FrequencyTable) -> None:
     if features.name.tokens:
-        freq.add("person_name", features.name.key)
+        freq.add_set("person_token", set(features.name.tokens))
         freq.add("person_sound", features.name.phonetic_key)
         codes = {code for code in features.codes.values() if code}
         freq.add_set("person_code", codes)
         freq.add_set("person_pair", sound_pairs(codes))
+        freq.add_set("person_within", sound_sets(codes))
     # Dates of birth are far from uniform in real registers (1 January stands in for an
     # unknown birthday), so an agreeing date weighs by how common it is.
     if features.dob is not None:
@@ -270,7 +321,7 @@ def person_job(default_region: str | None = None) -> JobSpec[PersonRecord, Perso
         FieldSpec(
             "name",
             cmp.PERSON_NAME_LEVELS,
-            lambda a, b, _: cmp.compare_person_names(a.name, b.name, a.codes | b.codes),
+            _compare_person_names,
             tf_levels=(0, 1, 2, 3, 4, 5),
             tf_frequency=_person_name_frequency,
         ),

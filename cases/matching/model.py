@@ -14,11 +14,13 @@ import numpy.typing as npt
 
 __all__ = [
     "Calibration",
+    "ChoiceCalibration",
     "FieldModel",
     "FrequencyTable",
     "LinkCalibration",
     "MatchModel",
     "Thresholds",
+    "calibrate_choice",
     "calibrate_from_labels",
     "calibrate_linkage",
     "competitor_mass",
@@ -56,7 +58,8 @@ class Thresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     link: float = 0.95
     review: float = 0.5
-    # Linkage jobs only: the best candidate must beat a plausible runner-up by this many bits.
+    # Linkage jobs without a fitted `ChoiceCalibration` only: the best candidate must beat a
+    # plausible runner-up by this many bits.
     ambiguity_margin: float = 4.0
     # Clustering (dedup jobs): the mean probability over the cross pairs of two groups that
     # an auto-link between them needs to merge them; None: `review` (the first behaviour).
@@ -92,6 +95,32 @@ class LinkCalibration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return 1.0 / (1.0 + odds_against)
 
 
+def _log2_sum_exp2(exponents: Sequence[float]) -> float:
+    """log2(sum of 2^x), without overflow."""
+    top = max(exponents)
+    return top + math.log2(sum(2.0 ** (x - top) for x in exponents))
+
+
+class ChoiceCalibration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Linkage jobs: which of its candidates a mention names, or none of them (a conditional
+    logit). Each candidate's odds are 2 ** (slope * w + intercept), w its total weight, and
+    "none of them" has odds 1, so the best candidate's probability is
+    odds_1 / (1 + sum of all candidates' odds): two candidates that fit equally well share the
+    probability (neither reaches 0.5), and one without a rival keeps its pairwise odds.
+
+    Fitted on labelled mentions by maximum likelihood over all candidates of each mention
+    (the right one need not be the best), so that each mention counts once and names at
+    most one entity: the constraint a pairwise calibration, which counts every candidate
+    pair as a separate trial, cannot express."""
+
+    slope: float
+    intercept: float
+
+    def probability(self, best_weight: float, other_weights: Sequence[float]) -> float:
+        exponents = [self.slope * w + self.intercept for w in (best_weight, *other_weights)]
+        return float(2.0 ** (exponents[0] - _log2_sum_exp2([0.0, *exponents])))
+
+
 class MatchModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A fitted model for one job."""
 
@@ -102,7 +131,10 @@ class MatchModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     thresholds: Thresholds = Thresholds()
     tf_cap: float = 6.0  # bounds on the term-frequency adjustment, in bits
     method: str = "starting"  # how m and u were obtained: starting, em, labels
-    linkage: LinkCalibration | None = None  # fitted on labelled linkages only
+    # Fitted on labelled linkages only. `choice` since the fifth version; `linkage` is the
+    # earlier best-candidate fit, still read from stored models until they are refitted.
+    choice: ChoiceCalibration | None = None
+    linkage: LinkCalibration | None = None
 
     def odds(self, total_weight: float) -> float:
         """Pairwise odds of a match, p / (1 - p), without overflow."""
@@ -112,8 +144,10 @@ class MatchModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def link_probability(self, best_weight: float, other_weights: Sequence[float]) -> float:
         """Probability that the best candidate of a linkage is the right entity. Fitted when
-        labels were available; otherwise Bayes over the candidates, each mention naming at
-        most one of them: odds_1 / (1 + sum of all candidates' odds)."""
+        labels were available (`ChoiceCalibration`); otherwise Bayes over the candidates, each
+        mention naming at most one of them: odds_1 / (1 + sum of all candidates' odds)."""
+        if self.choice is not None:
+            return self.choice.probability(best_weight, other_weights)
         if self.linkage is not None:
             return self.linkage.probability(best_weight, competitor_mass(other_weights))
         best = self.odds(best_weight)
@@ -197,6 +231,10 @@ class FrequencyTable(msgspec.Struct):
             return None
         return self.squares.get(namespace, 0) / (total * sums)
 
+    def is_counted(self, namespace: str) -> bool:
+        """Whether enough records are counted in `namespace` for shares to mean anything."""
+        return self.totals.get(namespace, 0) >= _MIN_RECORDS_FOR_FREQUENCY
+
     def count(self, namespace: str, value: str) -> int:
         return int(self.counts.get(namespace, {}).get(value, 0))
 
@@ -276,6 +314,19 @@ def _log_likelihood_ratio(
     return log_m, log_u
 
 
+def _one_per_group(
+    logit: npt.NDArray[np.float64], groups: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64]:
+    """Posterior of each pair when its group holds at most one match: e^l / (1 + sum e^l)."""
+    size = int(groups.max()) + 1 if len(groups) else 0
+    top = np.zeros(size)
+    np.maximum.at(top, groups, logit)
+    scaled = np.exp(logit - top[groups])
+    denominator = np.exp(-top) + np.bincount(groups, weights=scaled, minlength=size)
+    posterior: npt.NDArray[np.float64] = scaled / denominator[groups]
+    return posterior
+
+
 def estimate_by_em(
     model: MatchModel,
     candidate_pairs: LevelMatrix,
@@ -284,15 +335,32 @@ def estimate_by_em(
     prior_strength: float = 10.0,
     iterations: int = 100,
     tolerance: float = 1e-5,
+    groups: npt.NDArray[np.int64] | None = None,
 ) -> MatchModel:
     """Expectation-maximisation of m (and u unless fixed) and the match prior on unlabelled
     candidate pairs. The current parameters act as a Dirichlet prior worth `prior_strength`
-    pairs per field, which keeps rare levels away from 0 and 1."""
+    pairs per field, which keeps rare levels away from 0 and 1.
+
+    `groups` (linkage jobs: the mention of each pair) bounds the matches to at most one per
+    group: a pair's posterior is its odds over 1 + the sum of its group's odds, as in
+    `MatchModel.link_probability`. Without the bound, a mention's dozen candidates of the
+    same country and legal form can all be called matches, and the "match" class learns
+    that instead of the entity."""
     current = model
+    sizes = np.bincount(groups).astype(np.float64) if groups is not None else np.zeros(0)
+    named = sizes > 0
+    share = 0.5  # of the groups that hold a match (with `groups`)
     for _ in range(iterations):
         log_m, log_u = _log_likelihood_ratio(current, candidate_pairs)
-        logit = log_m - log_u + math.log(current.prior / (1 - current.prior))
-        posterior = 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+        if groups is None:
+            logit = log_m - log_u + math.log(current.prior / (1 - current.prior))
+            posterior = 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+        else:
+            # A group holds a match with probability `share`, any of its candidates alike.
+            odds = np.log(share / (1 - share)) - np.log(np.maximum(sizes, 1.0))
+            posterior = _one_per_group(log_m - log_u + odds[groups], groups)
+            found = np.bincount(groups, weights=posterior, minlength=len(sizes))
+            share = float(np.clip(found[named].mean(), 1e-4, 1 - 1e-4))
         prior = float(np.clip(posterior.mean(), 1e-4, 1 - 1e-4))
         fields = []
         for i, spec in enumerate(current.fields):
@@ -411,3 +479,72 @@ def calibrate_linkage(
     best, rivals, intercept = (float(v) for v in _fit_logistic(features, labels))
     linkage = LinkCalibration(best=best, competitors=rivals, intercept=intercept)
     return msgspec.structs.replace(model, linkage=linkage)
+
+
+def _choice_log_likelihood(
+    theta: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    groups: npt.NDArray[np.int64],
+    right: npt.NDArray[np.bool_],
+    size: int,
+) -> tuple[float, npt.NDArray[np.float64]]:
+    """Log-likelihood (nats) of the conditional logit, and every candidate's probability."""
+    z = theta[0] * weights + theta[1]
+    top = np.zeros(size)
+    np.maximum.at(top, groups, z)  # at least 0: the odds of "none of them"
+    scaled = np.exp(z - top[groups])
+    denominator = np.exp(-top) + np.bincount(groups, weights=scaled, minlength=size)
+    log_denominator = top + np.log(denominator)
+    probabilities = scaled / denominator[groups]
+    return float(z[right].sum() - log_denominator.sum()), probabilities
+
+
+def calibrate_choice(
+    model: MatchModel,
+    candidate_weights: Sequence[Sequence[float]],
+    chosen: Sequence[int | None],
+    ridge: float = 1e-3,
+) -> MatchModel:
+    """Fit the `ChoiceCalibration` of a linkage job by maximum likelihood (Newton-Raphson):
+    `candidate_weights` holds the total weights of each labelled mention's candidates, and
+    `chosen` the position of its entity among them (None: not among them, or not in the
+    registry at all)."""
+    rows = [(g, w) for g, ws in enumerate(candidate_weights) for w in ws]
+    if not rows:
+        return model
+    groups = np.asarray([g for g, _ in rows], dtype=np.int64)
+    weights = np.asarray([w for _, w in rows], dtype=np.float64)
+    offsets = np.cumsum([0, *(len(ws) for ws in candidate_weights)])[:-1]
+    right = np.zeros(len(rows), dtype=bool)
+    for g, position in enumerate(chosen):
+        if position is not None and position < len(candidate_weights[g]):
+            right[offsets[g] + position] = True
+    if not right.any():
+        return model  # no mention names a candidate: nothing to learn a candidate's odds from
+    # When every mention names one of its candidates, the odds of "none of them" would grow
+    # without bound; the small ridge keeps them finite.
+    size = len(candidate_weights)
+    features = np.column_stack([weights, np.ones(len(weights))])
+    observed = features[right].sum(axis=0)
+    theta = np.array([0.5 * math.log(2), 0.0])
+    for _ in range(100):
+        current, probabilities = _choice_log_likelihood(theta, weights, groups, right, size)
+        expected = features * probabilities[:, None]
+        gradient = observed - expected.sum(axis=0) - ridge * theta
+        per_group = np.column_stack(
+            [np.bincount(groups, weights=expected[:, k], minlength=size) for k in range(2)]
+        )
+        information = (features.T * probabilities) @ features - per_group.T @ per_group
+        step = np.linalg.solve(information + ridge * np.eye(2), gradient)
+        scale = 1.0
+        while scale > 1e-6:
+            trial, _ = _choice_log_likelihood(theta + scale * step, weights, groups, right, size)
+            if trial >= current:
+                break
+            scale /= 2
+        theta = theta + scale * step
+        if float(np.abs(scale * step).max()) < 1e-9:
+            break
+    # Odds in nats, e^z = 2^(z / ln 2): both parameters are divided by ln 2 for bits.
+    slope, intercept = (float(v) / math.log(2) for v in theta)
+    return msgspec.structs.replace(model, choice=ChoiceCalibration(slope, intercept))

@@ -281,6 +281,32 @@ def _correct_trade_words(tokens: list[str]) -> list[str]:
     return corrected
 
 
+# Legal forms of two or three words, joined ("pvtltd", "privatelimited"): a typo anywhere in
+# them ("Pv Ltd", "gvt. Ltd.", "Pvt Lqtd", "Pirvate Limited") leaves the joined letters one edit
+# away. Six letters at least: "Po Ltd" is one edit from "co ltd" and may be a real name.
+_JOINED_FORMS = {
+    "".join(form): form for form in _LATIN_LEGAL_FORMS if len(form) > 1 and len("".join(form)) >= 6
+}
+
+
+def _correct_legal_form(tokens: list[str]) -> list[str]:
+    """Spell the last two or three tokens as a legal form of several words when their letters
+    are one edit from it and the name does not already end in such a form ("gvt ltd" ends
+    in "ltd", but is "pvt ltd")."""
+    for length in range(2, _MAX_FORM_LENGTH + 1):
+        if tuple(tokens[-length:]) in _LATIN_LEGAL_FORMS:
+            return tokens
+    for length in (2, 3):
+        if len(tokens) <= length:
+            break
+        joined = "".join(tokens[-length:])
+        found = [w for w in _JOINED_FORMS if OSA.distance(joined, w, score_cutoff=1) <= 1]
+        if found:
+            found.sort(key=lambda w: (abs(len(w) - len(joined)), w))
+            return [*tokens[:-length], *_JOINED_FORMS[found[0]]]
+    return tokens
+
+
 def _merge_split_words(tokens: list[str]) -> list[str]:
     # "Man Power", "Over Seas": join neighbours whose concatenation is a known trade word.
     merged: list[str] = []
@@ -295,7 +321,9 @@ def _merge_split_words(tokens: list[str]) -> list[str]:
 def normalise_org_name(name: str) -> OrgName:
     """Normalise an employer or agency name written in any script."""
     native, native_form = _strip_native_forms(unicodedata.normalize("NFKC", name).lower())
-    tokens, latin_form = _strip_latin_forms(_correct_trade_words(_tokens(to_latin(native))))
+    tokens, latin_form = _strip_latin_forms(
+        _correct_legal_form(_correct_trade_words(_tokens(to_latin(native))))
+    )
     tokens = _merge_split_words(tokens)
     ordered = sorted(tokens)
     significant = tuple(t for t in tokens if t not in FILLER_WORDS)

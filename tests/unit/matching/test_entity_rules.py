@@ -139,7 +139,7 @@ def test_fit_with_labels_calibrates_the_best_candidate_of_a_linkage() -> None:
     matcher = Matcher(entity_job()).fit(
         mentions, against=registry, same=lambda m, e: truth.get(m) == e, random_pairs=2000
     )
-    assert matcher.model.linkage is not None
+    assert matcher.model.choice is not None
     index = matcher.build_index(registry)
     clear = matcher.match_one(
         EntityRecord(id="q1", kind="mention", legal_name="KOSHI HUMAN RESOURCES"), index
@@ -182,3 +182,18 @@ def test_a_misspelt_legal_form_still_gives_an_exact_name() -> None:
     )
     levels = {f.field: f.level for f in matcher.explain(mention, registry[0]).fields}
     assert (levels["name"], levels["legal_form"]) == ("exact", "equal")
+
+
+def test_a_typo_in_a_legal_form_of_several_words_is_still_the_form() -> None:
+    for written, tokens in [
+        ("Jama Wihu Recruitment gvt. Ltd.", ("jama", "wihu", "recruitment")),
+        ("Bora Ludasu Pv Ltd", ("bora", "ludasu")),
+        ("Budo Overseas Pirvate Limited", ("budo", "overseas")),
+        ("Soinja Ashirwad aPvt. Ltd.", ("soinja", "ashirwad")),
+    ]:
+        name = normalise_org_name(written)
+        assert (name.tokens, name.legal_form) == (tokens, "pvt ltd"), written
+    assert normalise_org_name("Thai Cmpany Limited").legal_form == "co ltd"
+    # Short words before a one-word form stay words: they may be the name itself.
+    assert normalise_org_name("Kathmandu Po Ltd").tokens == ("kathmandu", "po")
+    assert normalise_org_name("Siam Go Ltd").tokens == ("siam", "go")
