@@ -19,7 +19,7 @@ from storage.devices import DeviceAuth
 from storage.feed import publish_report_state, publish_report_tombstone
 from storage.jobs import JobQueue
 from storage.keyring import Keyring
-from storage.push_bulk import create_reports
+from storage.push_bulk import create_reports, edit_reports, refuse_withdrawal
 from storage.queries import Q
 from storage.reports import ReportStore
 from storage.tasks import answer_task
@@ -45,9 +45,12 @@ from sync.push import (
     push_response,
 )
 
-__all__ = ["CLOCK_SAMPLES_KEPT", "execute_push"]
+__all__ = ["BATCH_EDITS", "CLOCK_SAMPLES_KEPT", "execute_push"]
 
 CLOCK_SAMPLES_KEPT = 20
+# Amendments and withdrawals go through storage.push_bulk.edit_reports; False applies them one by
+# one (the reference the batched path must match, and what tests compare it with).
+BATCH_EDITS = True
 _RESULT = msgspec.json.Decoder(MutationResult)
 _ENCODER = msgspec.json.Encoder()
 _STORED_COLUMNS = (
@@ -123,8 +126,14 @@ async def execute_push(
         plan = plan_push(ledger, push.mutations, stored=stored, held=held, received_at=received_at)
         results: dict[uuid.UUID, MutationResult] = {}
         reports = ReportStore(conn, keyring)
+        # New reports and edits (amendments, withdrawals) are gathered into runs applied as
+        # batches. Runs may interleave with each other, but never on the same report: a step on a
+        # report the other run holds flushes that run first, so each report sees its steps in
+        # plan order (different reports do not see each other).
         creates: list[ApplyStep] = []
         pending_ids: set[uuid.UUID] = set()
+        edits: list[ApplyStep] = []
+        edited_ids: set[uuid.UUID] = set()
 
         async def flush_creates() -> None:
             if not creates:
@@ -146,20 +155,49 @@ async def execute_push(
             creates.clear()
             pending_ids.clear()
 
+        async def flush_edits() -> None:
+            if not edits:
+                return
+            bulk = None
+            if BATCH_EDITS:
+                bulk = await edit_reports(
+                    conn,
+                    keyring,
+                    device,
+                    edits,
+                    known_categories=known_categories,
+                    retired_categories=retired_categories,
+                )
+            for step in edits:
+                if bulk is None:  # refused as a batch: one by one, so only the culprit fails
+                    results[step.mutation_id] = await _apply_in_savepoint(conn, reports, step, ctx)
+                else:
+                    results[step.mutation_id] = bulk[step.mutation_id]
+            edits.clear()
+            edited_ids.clear()
+
         for step in plan.steps:
+            mutation = step.mutation
             if step.preset_result is not None:
-                await flush_creates()
                 results[step.mutation_id] = step.preset_result
-            elif isinstance(step.mutation, CreateReport):
-                report_id = step.mutation.report.id
+            elif isinstance(mutation, CreateReport):
+                report_id = mutation.report.id
+                if report_id in edited_ids:
+                    await flush_edits()  # edits sent before the create answer as they did
                 if report_id in pending_ids:
                     await flush_creates()  # the second one must see the first as existing
                 creates.append(step)
                 pending_ids.add(report_id)
+            elif isinstance(mutation, AmendReport | DeleteReport):
+                if mutation.report_id in pending_ids:
+                    await flush_creates()  # the edit must see the report it edits
+                edits.append(step)
+                edited_ids.add(mutation.report_id)
             else:
-                await flush_creates()
+                # Task answers touch no report: neither run needs to be flushed before them.
                 results[step.mutation_id] = await _apply_in_savepoint(conn, reports, step, ctx)
         await flush_creates()
+        await flush_edits()
         if plan.steps:
             # Binary COPY: these ids had no stored result (looked up above, under the device lock).
             await conn.copy_records_to_table(
@@ -224,10 +262,13 @@ async def _apply_in_savepoint(
     try:
         async with conn.transaction():
             return await _apply_step(conn, reports, step, ctx)
-    except asyncpg.exceptions.DataError as exc:
-        return _rejected(step, ReasonCode.INVALID, f"refused by the database: {exc}")
-    except asyncpg.exceptions.IntegrityConstraintViolationError as exc:
-        return _rejected(step, ReasonCode.INVALID, f"refused by the database: {exc}")
+    except (
+        asyncpg.exceptions.DataError,
+        asyncpg.exceptions.IntegrityConstraintViolationError,
+    ) as exc:
+        # The message alone: PostgreSQL's DETAIL quotes the failing row, which has no place in
+        # a stored result or in an answer to a device.
+        return _rejected(step, ReasonCode.INVALID, f"refused by the database: {exc.message}")
 
 
 async def _queue_matching(conn: Conn, device: DeviceAuth, report_id: uuid.UUID) -> None:
@@ -350,19 +391,9 @@ async def _apply_step(
         return outcome.result
     if isinstance(mutation, DeleteReport):
         current = await reports.lock(device.org_id, mutation.report_id)
-        if current is None:
-            return _rejected(step, ReasonCode.NOT_FOUND, record=mutation.report_id)
-        if current.monitor_id != device.monitor_id:
-            return _rejected(step, ReasonCode.NOT_OWNER, record=mutation.report_id)
-        if current.deleted:
-            return _rejected(step, ReasonCode.DELETED, record=mutation.report_id)
-        if mutation.base_version != current.version:
-            return _rejected(
-                step,
-                ReasonCode.STALE_BASE_VERSION,
-                f"the report is at version {current.version}; pull before withdrawing it",
-                mutation.report_id,
-            )
+        refused = refuse_withdrawal(step, mutation, device.monitor_id, current)
+        if refused is not None:
+            return refused
         version = await reports.withdraw(mutation.report_id)
         await publish_report_tombstone(
             conn,

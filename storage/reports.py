@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from cases.reports import Report, WorkerIdentity
@@ -27,6 +29,7 @@ __all__ = [
     "ReportStore",
     "SealedParts",
     "conflict_context",
+    "conflict_values",
     "is_sensitive_path",
     "sealed_context",
     "split_sensitive",
@@ -80,6 +83,28 @@ def sealed_context(report_id: uuid.UUID) -> bytes:
     return f"reports.sealed:{report_id}".encode()
 
 
+def conflict_values(
+    report_id: uuid.UUID,
+    conflict: FieldConflict,
+    seal: Callable[[object, bytes], bytes] | None,
+) -> list[str]:
+    """The base, server and incoming values of a conflict as stored (JSON text). A conflict over
+    the worker's identity or the exact place must not write them in clear: they are sealed like
+    the report itself (``seal`` from ``Keyring.struct_sealer``, needed only for such paths)."""
+    values = []
+    for which, value in (
+        ("base", conflict.base),
+        ("server", conflict.server),
+        ("incoming", conflict.incoming),
+    ):
+        if is_sensitive_path(conflict.path) and value is not None:
+            assert seal is not None
+            sealed = seal(value, conflict_context(report_id, conflict.path, which))
+            value = {"sealed": base64.b64encode(sealed).decode()}
+        values.append(_ENCODER.encode(value).decode())
+    return values
+
+
 class ReportStore:
     """Reads and writes reports for one organisation's push or case work."""
 
@@ -115,6 +140,11 @@ class ReportStore:
         row = await self._conn.fetchrow(Q.lock_report, report_id)
         if row is None:
             return None
+        return await self.stored(org_id, row)
+
+    async def stored(self, org_id: uuid.UUID, row: asyncpg.Record) -> StoredReport:
+        """A row of ``lock_report`` (or ``lock_reports_for_edit``) as the push rules see it."""
+        report_id: uuid.UUID = row["id"]
         if row["org_id"] != org_id:
             foreign = msgspec.json.decode(row["content"], type=Report)
             return StoredReport(report=foreign, version=row["version"], monitor_id=uuid.UUID(int=0))
@@ -132,6 +162,12 @@ class ReportStore:
         row = await self._conn.fetchrow(Q.report_version, report_id, version)
         if row is None:
             return None
+        return await self.stored_version(org_id, report_id, row)
+
+    async def stored_version(
+        self, org_id: uuid.UUID, report_id: uuid.UUID, row: asyncpg.Record
+    ) -> Report:
+        """A ``report_versions`` row (content as text, sealed parts) as a report."""
         clear = msgspec.json.decode(row["content"], type=Report)
         return await self._unseal(org_id, report_id, clear, row["sealed"])
 
@@ -197,17 +233,11 @@ class ReportStore:
         mutation_id: uuid.UUID,
         device_id: uuid.UUID,
     ) -> None:
+        seal = None
+        if any(is_sensitive_path(c.path) for c in conflicts):
+            seal = await self._keyring.struct_sealer(self._conn, org_id)
         for c in conflicts:
-            values = []
-            for which, value in (("base", c.base), ("server", c.server), ("incoming", c.incoming)):
-                if is_sensitive_path(c.path) and value is not None:
-                    # A conflict over the worker's identity or the exact place must not write
-                    # them in clear: sealed like the report itself.
-                    sealed = await self._keyring.encrypt_struct(
-                        self._conn, org_id, value, conflict_context(report_id, c.path, which)
-                    )
-                    value = {"sealed": base64.b64encode(sealed).decode()}
-                values.append(_ENCODER.encode(value).decode())
+            values = conflict_values(report_id, c, seal)
             await self._conn.execute(
                 Q.insert_conflict, org_id, report_id, c.path, *values, mutation_id, device_id
             )

@@ -253,4 +253,52 @@ UPDATE reports SET status_version = status_version + 1 WHERE id = $1
 RETURNING status_version, version;
 
 -- name: lock_reports
-SELECT id FROM reports WHERE id = ANY($1::uuid[]) FOR UPDATE;
+-- In id order, as lock_reports_for_edit: two runs locking overlapping sets wait for each other.
+SELECT id FROM reports WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+
+-- name: lock_reports_for_edit
+-- The reports a push's run of amendments and withdrawals touches (storage/push_bulk.py), locked in
+-- id order so that two pushes locking overlapping sets wait for each other instead of deadlocking.
+SELECT id, org_id, monitor_id, version, content::text AS content, sealed, deleted_at, redacted_at
+FROM reports WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+
+-- name: report_versions_wanted
+-- Stored versions by (report, version) pair, for the bases of a run of amendments.
+SELECT v.report_id, v.version, v.content::text AS content, v.sealed
+FROM report_versions v
+JOIN unnest($1::uuid[], $2::integer[]) AS w (report_id, version)
+  ON v.report_id = w.report_id AND v.version = w.version;
+
+-- name: archive_report_versions
+-- archive_report_version for several reports at once, before their rows are replaced.
+INSERT INTO report_versions (report_id, version, content, sealed)
+SELECT id, version, content, sealed FROM reports WHERE id = ANY($1::uuid[])
+ON CONFLICT (report_id, version) DO NOTHING;
+
+-- name: insert_report_version
+-- A version that an amendment wrote and a later amendment of the same push replaced: it never
+-- reached the report row, so it is archived from the values themselves.
+INSERT INTO report_versions (report_id, version, content, sealed)
+VALUES ($1, $2, $3::jsonb, $4)
+ON CONFLICT (report_id, version) DO NOTHING;
+
+-- name: bump_status_versions
+-- bump_status_version by n for several reports (n: how many times the one-by-one path would have
+-- bumped it).
+UPDATE reports r SET status_version = r.status_version + b.n
+FROM unnest($1::uuid[], $2::integer[]) AS b (id, n)
+WHERE r.id = b.id
+RETURNING r.id, r.status_version, r.version;
+
+-- name: settled_attachments_of_reports
+-- settled_attachments for several reports: the org's arrived blobs among the declared hashes
+-- (report_id null), and each report's erased attachments.
+SELECT NULL::uuid AS report_id, sha256 FROM blobs WHERE org_id = $1 AND sha256 = ANY($2::text[])
+UNION ALL
+SELECT report_id, sha256 FROM report_attachments
+WHERE report_id = ANY($3::uuid[]) AND erased_at IS NOT NULL;
+
+-- name: open_conflict_fields_of_reports
+SELECT DISTINCT report_id, field FROM report_conflicts
+WHERE report_id = ANY($1::uuid[]) AND resolved_at IS NULL
+ORDER BY report_id, field;
