@@ -212,6 +212,22 @@ def _handle_unstorable_text(request: Request[Any, Any, Any], exc: Exception) -> 
     )
 
 
+def _handle_contention(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # A deadlock or serialization failure rolled the whole transaction back: nothing was written,
+    # and the same request sent again will go through (pushes are exactly-once).
+    _log.warning("transaction rolled back (%s) on %s", type(exc).__name__, request.url.path)
+    return _respond(
+        request,
+        _simple(
+            503,
+            "contention",
+            "Busy, nothing was saved",
+            "the request collided with a concurrent one and was rolled back; send it again",
+        ),
+        {"Retry-After": "1"},
+    )
+
+
 def _handle_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     # The traceback goes to the log with the request id; the client learns nothing internal.
     _log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -240,6 +256,7 @@ def _handle_master_key(request: Request[Any, Any, Any], exc: MasterKeyUnavailabl
 exception_handlers: ExceptionHandlersMap = {
     asyncpg.exceptions.CharacterNotInRepertoireError: _handle_unstorable_text,
     asyncpg.exceptions.UntranslatableCharacterError: _handle_unstorable_text,
+    asyncpg.exceptions.TransactionRollbackError: _handle_contention,
     RecursionError: _handle_undecodable,
     UnicodeDecodeError: _handle_undecodable,
     AttachmentRefused: _handle_attachment,
