@@ -18,7 +18,7 @@ from datetime import timedelta
 import msgspec
 
 from cases.reports import Report
-from storage.audit import ActorKind, AuditEntry, record
+from storage.audit import record_system
 from storage.blobs import (
     BlobHashMismatch,
     BlobStore,
@@ -290,18 +290,10 @@ async def _erase_one(conn: Conn, blobs: BlobStore, org_id: uuid.UUID, sha256: st
             if not await conn.fetchval(Q.blob_held_by_any_org, sha256):
                 deleted = await blobs.delete(sha256)
         await conn.execute(Q.drop_blob_erasure, org_id, sha256)
-        await record(
-            conn,
-            AuditEntry(
-                org_id=org_id,
-                actor_kind=ActorKind.SYSTEM,
-                actor_id="retention",
-                action="attachment.erase",
-                object_kind="attachment",
-                object_id=sha256,
-                # Whether the bytes stayed for another organisation is not this one's to know.
-                detail={"outcome": "kept_for_live_report" if kept else "erased"},
-            ),
+        # Whether the bytes stayed for another organisation is not this one's to know.
+        outcome = "kept_for_live_report" if kept else "erased"
+        await record_system(
+            conn, org_id, "retention", "attachment.erase", "attachment", sha256, outcome=outcome
         )
     _log.info(
         "attachment erasure settled",

@@ -37,6 +37,7 @@ __all__ = [
     "list_entries",
     "record",
     "record_staff",
+    "record_system",
     "verify_chain",
 ]
 
@@ -227,10 +228,40 @@ async def record_staff(
     **detail: Any,
 ) -> AuditRecord:
     """``record`` an action a staff member took on ``object_kind``/``object_id``."""
+    return await _record_as(
+        conn, org_id, ActorKind.STAFF, str(user_id), action, object_kind, object_id, detail
+    )
+
+
+async def record_system(
+    conn: Conn,
+    org_id: uuid.UUID,
+    part: str,
+    action: str,
+    object_kind: str | None = None,
+    object_id: object = None,
+    **detail: Any,
+) -> AuditRecord:
+    """``record`` an action the system took by itself; ``part`` names what did it (retention)."""
+    return await _record_as(
+        conn, org_id, ActorKind.SYSTEM, part, action, object_kind, object_id, detail
+    )
+
+
+async def _record_as(
+    conn: Conn,
+    org_id: uuid.UUID,
+    actor_kind: ActorKind,
+    actor_id: str,
+    action: str,
+    object_kind: str | None,
+    object_id: object,
+    detail: dict[str, Any],
+) -> AuditRecord:
     entry = AuditEntry(
         org_id=org_id,
-        actor_kind=ActorKind.STAFF,
-        actor_id=str(user_id),
+        actor_kind=actor_kind,
+        actor_id=actor_id,
         action=action,
         object_kind=object_kind,
         object_id=None if object_id is None else str(object_id),

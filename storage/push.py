@@ -19,7 +19,7 @@ from storage.devices import DeviceAuth
 from storage.feed import publish_report_state, publish_report_tombstone
 from storage.jobs import JobQueue
 from storage.keyring import Keyring
-from storage.push_bulk import create_reports, edit_reports, refuse_withdrawal
+from storage.push_bulk import create_reports, edit_reports, refuse_withdrawal, rejected
 from storage.queries import Q
 from storage.reports import ReportStore
 from storage.tasks import answer_task
@@ -135,44 +135,43 @@ async def execute_push(
         edits: list[ApplyStep] = []
         edited_ids: set[uuid.UUID] = set()
 
-        async def flush_creates() -> None:
-            if not creates:
-                return
-            bulk = await create_reports(
-                conn,
-                keyring,
-                device,
-                creates,
-                known_categories=known_categories,
-                retired_categories=retired_categories,
-                clock=clock,
-            )
-            for step in creates:
+        async def settle(
+            run: list[ApplyStep], bulk: dict[uuid.UUID, MutationResult] | None
+        ) -> None:
+            for step in run:
                 if bulk is None:  # refused as a batch: one by one, so only the culprit fails
                     results[step.mutation_id] = await _apply_in_savepoint(conn, reports, step, ctx)
                 else:
                     results[step.mutation_id] = bulk[step.mutation_id]
+
+        async def flush_creates() -> None:
+            if creates:
+                bulk = await create_reports(
+                    conn,
+                    keyring,
+                    device,
+                    creates,
+                    known_categories=known_categories,
+                    retired_categories=retired_categories,
+                    clock=clock,
+                )
+                await settle(creates, bulk)
             creates.clear()
             pending_ids.clear()
 
         async def flush_edits() -> None:
-            if not edits:
-                return
-            bulk = None
-            if BATCH_EDITS:
-                bulk = await edit_reports(
-                    conn,
-                    keyring,
-                    device,
-                    edits,
-                    known_categories=known_categories,
-                    retired_categories=retired_categories,
-                )
-            for step in edits:
-                if bulk is None:  # refused as a batch: one by one, so only the culprit fails
-                    results[step.mutation_id] = await _apply_in_savepoint(conn, reports, step, ctx)
-                else:
-                    results[step.mutation_id] = bulk[step.mutation_id]
+            if edits:
+                bulk = None
+                if BATCH_EDITS:
+                    bulk = await edit_reports(
+                        conn,
+                        keyring,
+                        device,
+                        edits,
+                        known_categories=known_categories,
+                        retired_categories=retired_categories,
+                    )
+                await settle(edits, bulk)
             edits.clear()
             edited_ids.clear()
 
@@ -268,7 +267,7 @@ async def _apply_in_savepoint(
     ) as exc:
         # The message alone: PostgreSQL's DETAIL quotes the failing row, which has no place in
         # a stored result or in an answer to a device.
-        return _rejected(step, ReasonCode.INVALID, f"refused by the database: {exc.message}")
+        return rejected(step, ReasonCode.INVALID, f"refused by the database: {exc.message}")
 
 
 async def _queue_matching(conn: Conn, device: DeviceAuth, report_id: uuid.UUID) -> None:
@@ -300,20 +299,6 @@ def _mutation_id(mutation: object) -> uuid.UUID:
         return mutation.envelope.mutation_id
     assert isinstance(mutation, CreateReport | AmendReport | AnswerTask | DeleteReport)
     return mutation.mutation_id
-
-
-def _rejected(
-    step: ApplyStep, reason: ReasonCode, detail: str | None = None, record: uuid.UUID | None = None
-) -> MutationResult:
-    return MutationResult(
-        mutation_id=step.mutation_id,
-        seq=step.seq,
-        status=MutationStatus.REJECTED,
-        reason=reason,
-        detail=detail,
-        record_id=record,
-        received_at=step.received_at,
-    )
 
 
 async def _apply_step(

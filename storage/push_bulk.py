@@ -44,7 +44,7 @@ from sync.messages import (
 )
 from sync.push import ApplyStep
 
-__all__ = ["MATCH_CHUNK", "create_reports", "edit_reports", "refuse_withdrawal"]
+__all__ = ["MATCH_CHUNK", "create_reports", "edit_reports", "refuse_withdrawal", "rejected"]
 
 _ENCODER = msgspec.json.Encoder()
 # Columns as COPY receives them; the rest take their defaults (change_no, xid, status, ...).
@@ -212,13 +212,20 @@ def refuse_withdrawal(
         detail = f"the report is at version {current.version}; pull before withdrawing it"
     else:
         return None
+    return rejected(step, reason, detail, rid)
+
+
+def rejected(
+    step: ApplyStep, reason: ReasonCode, detail: str | None = None, record: uuid.UUID | None = None
+) -> MutationResult:
+    """The stored result of a step refused for ``reason``."""
     return MutationResult(
         mutation_id=step.mutation_id,
         seq=step.seq,
         status=MutationStatus.REJECTED,
         reason=reason,
         detail=detail,
-        record_id=rid,
+        record_id=record,
         received_at=step.received_at,
     )
 

@@ -19,7 +19,7 @@ import msgspec
 
 from cases.classification import ANALYST_CELL_RESOLUTION
 from cases.reports import DeclaredAttachment
-from storage.audit import ActorKind, AuditEntry, record
+from storage.audit import record_system
 from storage.db import Conn
 from storage.feed import publish_report_state
 from storage.queries import Q
@@ -121,21 +121,16 @@ async def redact_due_reports(conn: Conn, org_id: uuid.UUID, *, limit: int = 200)
                 for a in await conn.fetch(Q.live_report_attachments, row["id"])
             ]
             await publish_report_state(conn, org_id, redacted["monitor_id"], row["id"], live)
-        await record(
+        await record_system(
             conn,
-            AuditEntry(
-                org_id=org_id,
-                actor_kind=ActorKind.SYSTEM,
-                actor_id="retention",
-                action="report.redact",
-                object_kind="report",
-                object_id=str(row["id"]),
-                detail={
-                    "case_id": str(row["case_id"]),
-                    "redact_after_days": settings["redact_after_days"],
-                    "attachments_erased": erased,
-                },
-            ),
+            org_id,
+            "retention",
+            "report.redact",
+            "report",
+            row["id"],
+            case_id=str(row["case_id"]),
+            redact_after_days=settings["redact_after_days"],
+            attachments_erased=erased,
         )
         count += 1
     return count
