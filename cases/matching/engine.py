@@ -19,6 +19,7 @@ from cases.matching.model import (
     LevelMatrix,
     MatchModel,
     calibrate_choice,
+    calibrate_fields,
     calibrate_from_labels,
     estimate_by_em,
     estimate_u,
@@ -139,7 +140,8 @@ class Matcher(Generic[R, F]):
         # Value frequencies used when no index is given (explaining two loose records).
         self.reference_frequencies = reference_frequencies or FrequencyTable()
         self._weights = [
-            [spec.weight(level) for level in range(len(spec.levels))] for spec in self.model.fields
+            [self.model.field_scale(i) * spec.weight(level) for level in range(len(spec.levels))]
+            for i, spec in enumerate(self.model.fields)
         ]
 
     # Scoring -----------------------------------------------------------------------------
@@ -168,7 +170,8 @@ class Matcher(Generic[R, F]):
         if spec.tf_frequency is None or level not in spec.tf_levels:
             return 0.0
         frequency, reference = spec.tf_frequency(a, b, level, frequencies)
-        return self.model.tf_adjustment(field, level, frequency, reference)
+        adjustment = self.model.tf_adjustment(field, level, frequency, reference)
+        return self.model.field_scale(field) * adjustment
 
     def total_weight(self, a: F, b: F, frequencies: FrequencyTable) -> float:
         total = 0.0
@@ -179,6 +182,17 @@ class Matcher(Generic[R, F]):
                 if spec.tf_levels:
                     total += self._tf(i, level, a, b, frequencies)
         return total
+
+    def contributions(self, a: F, b: F, frequencies: FrequencyTable) -> list[float]:
+        """Each field's contribution to the total weight (0 for a missing value)."""
+        values = []
+        for i, spec in enumerate(self.job.fields):
+            level = spec.compare(a, b, frequencies)
+            if level < 0:
+                values.append(0.0)
+                continue
+            values.append(self._weights[i][level] + self._tf(i, level, a, b, frequencies))
+        return values
 
     def explain_features(self, a: F, b: F, frequencies: FrequencyTable) -> MatchExplanation:
         contributions = []
@@ -400,9 +414,16 @@ class Matcher(Generic[R, F]):
         rate = min(max(sum(labels) / max(len(labels), 1), 1e-4), 1 - 1e-4)
         model = msgspec.structs.replace(model, prior=rate)
         fitted = self._with(model, frequencies)
+        if against is None:
+            # Deduplication: one scale per field, so that a field whose weights overstate
+            # the evidence (names, whose agreement is not independent of the other
+            # fields' absence) is discounted against the others.
+            contributions = [fitted.contributions(a, b, frequencies) for a, b in candidates]
+            matrix = np.asarray(contributions, dtype=np.float64).reshape(-1, len(model.fields))
+            return self._with(calibrate_fields(model, matrix, labels), frequencies)
         totals = [fitted.total_weight(a, b, frequencies) for a, b in candidates]
         model = calibrate_from_labels(model, totals, labels)
-        if against is None or not self.job.linkage:
+        if not self.job.linkage:
             return self._with(model, frequencies)
         return self._with(self._fit_linkage(model, left, index, same), frequencies)
 

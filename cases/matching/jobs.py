@@ -3,7 +3,7 @@ blocks, and its starting thresholds. One engine runs all three jobs from these s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Generic, NamedTuple, TypeVar
@@ -30,7 +30,15 @@ from cases.matching.model import FrequencyTable, Thresholds
 from cases.matching.normalise import OrgName
 from cases.matching.records import EntityRecord, IncidentRecord, PersonRecord
 
-__all__ = ["FieldSpec", "JobSpec", "TermFrequency", "entity_job", "incident_job", "person_job"]
+__all__ = [
+    "ABSENCE_LEVELS",
+    "FieldSpec",
+    "JobSpec",
+    "TermFrequency",
+    "entity_job",
+    "incident_job",
+    "person_job",
+]
 
 R = TypeVar("R")
 F = TypeVar("F")
@@ -315,6 +323,32 @@ def _count_person(features: PersonFeatures, freq: FrequencyTable) -> None:
         freq.add("district", features.district)
 
 
+# Whether a report gives a passport number or a phone at all says something too: a worker whose
+# passport the employer holds, or who has no phone, gives none in any report, so two reports
+# of one worker lack it together more often than two workers' reports do, and one report
+# giving it and the other not is then weaker evidence than silence. Both are levels of their
+# own, after the comparator's, and the data decide their weights (near 0 where absence is
+# chance). The other fields keep "missing" as no evidence.
+ABSENCE_LEVELS = ("one_missing", "both_missing")
+
+
+def _with_absence(
+    compare: Callable[[Collection[str], Collection[str]], int],
+    values: Callable[[PersonFeatures], Collection[str]],
+    levels: int,
+) -> Callable[[PersonFeatures, PersonFeatures, FrequencyTable], int]:
+    """`compare` on two records' values, with `ABSENCE_LEVELS` (numbered after the
+    comparator's `levels`) when one or both records give none."""
+
+    def level(a: PersonFeatures, b: PersonFeatures, _: FrequencyTable) -> int:
+        left, right = values(a), values(b)
+        if left and right:
+            return compare(left, right)
+        return levels + (0 if left or right else 1)
+
+    return level
+
+
 def person_job(default_region: str | None = None) -> JobSpec[PersonRecord, PersonFeatures]:
     """The same worker across reports. Passport and ID numbers beat names."""
     fields: tuple[FieldSpec[PersonFeatures], ...] = (
@@ -334,11 +368,15 @@ def person_job(default_region: str | None = None) -> JobSpec[PersonRecord, Perso
         ),
         FieldSpec(
             "id_number",
-            cmp.ID_NUMBER_LEVELS,
-            lambda a, b, _: cmp.compare_id_numbers(a.id_numbers, b.id_numbers),
+            cmp.ID_NUMBER_LEVELS + ABSENCE_LEVELS,
+            _with_absence(
+                cmp.compare_id_numbers, lambda f: f.id_numbers, len(cmp.ID_NUMBER_LEVELS)
+            ),
         ),
         FieldSpec(
-            "phone", cmp.PHONE_LEVELS, lambda a, b, _: cmp.compare_phones(a.phones, b.phones)
+            "phone",
+            cmp.PHONE_LEVELS + ABSENCE_LEVELS,
+            _with_absence(cmp.compare_phones, lambda f: f.phones, len(cmp.PHONE_LEVELS)),
         ),
         FieldSpec(
             "district",

@@ -21,6 +21,7 @@ __all__ = [
     "MatchModel",
     "Thresholds",
     "calibrate_choice",
+    "calibrate_fields",
     "calibrate_from_labels",
     "calibrate_linkage",
     "competitor_mass",
@@ -135,6 +136,13 @@ class MatchModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # earlier best-candidate fit, still read from stored models until they are refitted.
     choice: ChoiceCalibration | None = None
     linkage: LinkCalibration | None = None
+    # Dedup jobs fitted on labels: each field's contribution (weight and term-frequency
+    # adjustment) is multiplied by its scale before the contributions are summed
+    # (`calibrate_fields`); None: every field counts as its log-likelihood ratio.
+    field_scales: tuple[float, ...] | None = None
+
+    def field_scale(self, field: int) -> float:
+        return 1.0 if self.field_scales is None else self.field_scales[field]
 
     def odds(self, total_weight: float) -> float:
         """Pairwise odds of a match, p / (1 - p), without overflow."""
@@ -452,6 +460,18 @@ def calibrate_from_labels(
     slope, intercept = (float(v) for v in _fit_logistic(weights, labels))
     calibration = Calibration(slope=slope, intercept=intercept, source="labels")
     return msgspec.structs.replace(model, calibration=calibration)
+
+
+def calibrate_fields(
+    model: MatchModel, contributions: npt.NDArray[np.float64], labels: Sequence[bool]
+) -> MatchModel:
+    """Logistic regression of the labels on each field's contribution (one column per field,
+    in bits): the fitted coefficients become `field_scales` and the probability is the
+    logistic of their sum plus the fitted intercept (slope 1)."""
+    coefficients = _fit_logistic(contributions, labels)
+    calibration = Calibration(slope=1.0, intercept=float(coefficients[-1]), source="labels")
+    scales = tuple(float(c) for c in coefficients[:-1])
+    return msgspec.structs.replace(model, calibration=calibration, field_scales=scales)
 
 
 def competitor_mass(other_weights: Sequence[float]) -> float:
