@@ -21,6 +21,7 @@ from cases.matching import (
 )
 from cases.matching.jobs import JobSpec
 from cases.matching.model import FieldModel, Thresholds
+from tests.unit.matching.entity_model import ENTITY_TABLE
 
 
 def _model(
@@ -33,17 +34,6 @@ def _model(
     return MatchModel(job=job.name, fields=fields, prior=0.05, thresholds=Thresholds(0.95, 0.5))
 
 
-ENTITY_TABLE = {
-    "name": (
-        (0.55, 0.05, 0.15, 0.1, 0.03, 0.07, 0.03, 0.02),
-        (0.0005, 0.0005, 0.001, 0.004, 0.004, 0.006, 0.05, 0.934),
-    ),
-    "licence": ((0.95, 0.04, 0.01), (0.0001, 0.0009, 0.999)),
-    "registration": ((0.9, 0.05, 0.05), (0.0001, 0.0009, 0.999)),
-    "phone": ((0.85, 0.05, 0.1), (0.0001, 0.0004, 0.9995)),
-    "country": ((0.97, 0.03), (0.3, 0.7)),
-    "legal_form": ((0.8, 0.2), (0.3, 0.7)),
-}
 PERSON_TABLE = {
     "name": (
         (0.55, 0.2, 0.14, 0.08, 0.015, 0.005, 0.01),

@@ -9,42 +9,15 @@ import numpy as np
 from cases.matching import EntityRecord, Matcher, MatchModel, entity_job
 from cases.matching.features import prepare_entity
 from cases.matching.model import (
-    Calibration,
-    FieldModel,
-    Thresholds,
     calibrate_linkage,
     competitor_mass,
 )
 from cases.matching.normalise import normalise_org_name
-
-ENTITY_TABLE = {
-    "name": (
-        (0.55, 0.05, 0.15, 0.1, 0.03, 0.07, 0.03, 0.02),
-        (0.0005, 0.0005, 0.001, 0.004, 0.004, 0.006, 0.05, 0.934),
-    ),
-    "licence": ((0.95, 0.04, 0.01), (0.0001, 0.0009, 0.999)),
-    "registration": ((0.9, 0.05, 0.05), (0.0001, 0.0009, 0.999)),
-    "phone": ((0.85, 0.05, 0.1), (0.0001, 0.0004, 0.9995)),
-    "country": ((0.97, 0.03), (0.3, 0.7)),
-    "legal_form": ((0.8, 0.2), (0.3, 0.7)),
-}
+from tests.unit.matching.entity_model import entity_model
 
 
 def _matcher() -> Matcher[EntityRecord, object]:
-    job = entity_job()
-    fields = tuple(
-        FieldModel(f.name, f.levels, m=ENTITY_TABLE[f.name][0], u=ENTITY_TABLE[f.name][1])
-        for f in job.fields
-    )
-    model = MatchModel(
-        job="entity",
-        fields=fields,
-        prior=0.01,
-        calibration=Calibration(slope=1.0, intercept=-6.0, source="labels"),
-        thresholds=Thresholds(0.9, 0.3),
-        method="labels",
-    )
-    return Matcher(job, model)  # type: ignore[arg-type]
+    return Matcher(entity_job(), entity_model())  # type: ignore[arg-type]
 
 
 def _agency(id_: str, name: str, **kwargs: object) -> EntityRecord:

@@ -8,43 +8,12 @@ import numpy as np
 
 from cases.matching import EntityRecord, Matcher, MatchModel, entity_job
 from cases.matching.model import (
-    Calibration,
     ChoiceCalibration,
-    FieldModel,
-    Thresholds,
     calibrate_choice,
     estimate_by_em,
     starting_model,
 )
-
-ENTITY_TABLE = {
-    "name": (
-        (0.55, 0.05, 0.15, 0.1, 0.03, 0.07, 0.03, 0.02),
-        (0.0005, 0.0005, 0.001, 0.004, 0.004, 0.006, 0.05, 0.934),
-    ),
-    "licence": ((0.95, 0.04, 0.01), (0.0001, 0.0009, 0.999)),
-    "registration": ((0.9, 0.05, 0.05), (0.0001, 0.0009, 0.999)),
-    "phone": ((0.85, 0.05, 0.1), (0.0001, 0.0004, 0.9995)),
-    "country": ((0.97, 0.03), (0.3, 0.7)),
-    "legal_form": ((0.8, 0.2), (0.3, 0.7)),
-}
-
-
-def _model(choice: ChoiceCalibration | None) -> MatchModel:
-    job = entity_job()
-    fields = tuple(
-        FieldModel(f.name, f.levels, m=ENTITY_TABLE[f.name][0], u=ENTITY_TABLE[f.name][1])
-        for f in job.fields
-    )
-    return MatchModel(
-        job="entity",
-        fields=fields,
-        prior=0.01,
-        calibration=Calibration(slope=1.0, intercept=-6.0, source="labels"),
-        thresholds=Thresholds(0.9, 0.3),
-        method="labels",
-        choice=choice,
-    )
+from tests.unit.matching.entity_model import entity_model
 
 
 def _simulated_mentions(
@@ -65,7 +34,7 @@ def _simulated_mentions(
 
 def test_choice_calibration_recovers_the_odds_of_the_candidates() -> None:
     weights, chosen = _simulated_mentions(0.7, -3.0, seed=5)
-    fitted = calibrate_choice(_model(None), weights, chosen)
+    fitted = calibrate_choice(entity_model(None), weights, chosen)
     assert fitted.choice is not None
     assert abs(fitted.choice.slope - 0.7) < 0.05
     assert abs(fitted.choice.intercept + 3.0) < 0.3
@@ -95,14 +64,14 @@ def test_a_fitted_choice_links_past_a_weaker_sibling_the_margin_rule_held_back()
     mention = EntityRecord(
         id="m", kind="mention", legal_name="HALLOKO OVERSEAS PVT LTD", country="NP"
     )
-    without = Matcher(entity_job(), _model(None))
+    without = Matcher(entity_job(), entity_model(None))
     index = without.build_index(registry)
     scored = without.match_one(mention, index)
     assert [c.id for c in scored] == ["e1", "e2"]
     assert scored[0].total_weight - scored[1].total_weight < 4.0
     assert scored[1].decision != "no_link"  # a plausible runner-up
     assert scored[0].decision == "review"  # the margin rule, without a fitted choice
-    fitted = Matcher(entity_job(), _model(ChoiceCalibration(slope=1.5, intercept=-3.0)))
+    fitted = Matcher(entity_job(), entity_model(ChoiceCalibration(slope=1.5, intercept=-3.0)))
     best = fitted.match_one(mention, index)[0]
     assert best.id == "e1"
     assert best.probability > 0.9
