@@ -21,7 +21,7 @@ from cases.matching import (
 )
 from cases.matching.jobs import JobSpec
 from cases.matching.model import FieldModel, Thresholds
-from tests.unit.matching.entity_model import ENTITY_TABLE
+from tests.unit.matching.tables import ENTITY_TABLE, PERSON_TABLE
 
 
 def _model(
@@ -34,24 +34,6 @@ def _model(
     return MatchModel(job=job.name, fields=fields, prior=0.05, thresholds=Thresholds(0.95, 0.5))
 
 
-PERSON_TABLE = {
-    "name": (
-        (0.55, 0.2, 0.14, 0.08, 0.015, 0.005, 0.01),
-        (0.0005, 0.001, 0.003, 0.02, 0.02, 0.03, 0.9255),
-    ),
-    "dob": (
-        (0.78, 0.05, 0.05, 0.05, 0.02, 0.05),
-        (0.0001, 0.0001, 0.0002, 0.01, 0.003, 0.9866),
-    ),
-    # Half of the pairs give no passport number or phone on one side or both (the absence
-    # levels), equally often for matches and non-matches: no evidence, as "missing" was.
-    "id_number": (
-        (0.44, 0.035, 0.015, 0.01, 0.25, 0.25),
-        (0.000005, 0.00005, 0.449945, 0.05, 0.25, 0.25),
-    ),
-    "phone": ((0.4, 0.025, 0.075, 0.25, 0.25), (0.00005, 0.0002, 0.49975, 0.25, 0.25)),
-    "district": ((0.85, 0.05, 0.1), (0.05, 0.01, 0.94)),
-}
 INCIDENT_TABLE = {
     "time": ((0.5, 0.3, 0.15, 0.04, 0.01), (0.02, 0.08, 0.2, 0.4, 0.3)),
     "place": ((0.6, 0.3, 0.08, 0.02), (0.01, 0.05, 0.3, 0.64)),

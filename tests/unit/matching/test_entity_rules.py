@@ -13,7 +13,7 @@ from cases.matching.model import (
     competitor_mass,
 )
 from cases.matching.normalise import normalise_org_name
-from tests.unit.matching.entity_model import entity_model
+from tests.unit.matching.tables import entity_model
 
 
 def _matcher() -> Matcher[EntityRecord, object]:

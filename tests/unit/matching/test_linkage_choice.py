@@ -13,7 +13,7 @@ from cases.matching.model import (
     estimate_by_em,
     starting_model,
 )
-from tests.unit.matching.entity_model import entity_model
+from tests.unit.matching.tables import entity_model
 
 
 def _simulated_mentions(

@@ -14,7 +14,7 @@ from cases.matching.features import PersonFeatures, prepare_person
 from cases.matching.model import FieldModel, Thresholds
 from cases.matching.normalise import normalise_person_name, normalise_phone
 from cases.matching.phonetic import phonetic_code
-from tests.unit.matching.test_engine import PERSON_TABLE
+from tests.unit.matching.tables import PERSON_TABLE
 
 
 def _dob_level(a: date, b: date) -> str:

@@ -13,6 +13,7 @@ from cases.matching.features import PersonFeatures, prepare_person
 from cases.matching.model import FieldModel, FrequencyTable, MatchModel, Thresholds
 from cases.matching.normalise import normalise_person_name, normalise_phone
 from cases.matching.phonetic import phonetic_code
+from tests.unit.matching.tables import PERSON_TABLE
 
 
 def _level(a: str, b: str) -> str:
@@ -81,26 +82,6 @@ def test_typical_frequency_is_the_chance_agreement_rate() -> None:
     assert typical is not None
     assert typical == pytest.approx(0.25 + 200 / 400**2)
     assert table.typical("other") is None
-
-
-PERSON_TABLE = {
-    "name": (
-        (0.55, 0.2, 0.14, 0.08, 0.015, 0.005, 0.01),
-        (0.0005, 0.001, 0.003, 0.02, 0.02, 0.03, 0.9255),
-    ),
-    "dob": (
-        (0.78, 0.05, 0.05, 0.05, 0.02, 0.05),
-        (0.0001, 0.0001, 0.0002, 0.01, 0.003, 0.9866),
-    ),
-    # Half of the pairs give no passport number or phone on one side or both (the absence
-    # levels), equally often for matches and non-matches: no evidence, as "missing" was.
-    "id_number": (
-        (0.44, 0.035, 0.015, 0.01, 0.25, 0.25),
-        (0.000005, 0.00005, 0.449945, 0.05, 0.25, 0.25),
-    ),
-    "phone": ((0.4, 0.025, 0.075, 0.25, 0.25), (0.00005, 0.0002, 0.49975, 0.25, 0.25)),
-    "district": ((0.85, 0.05, 0.1), (0.05, 0.01, 0.94)),
-}
 
 
 def _matcher() -> Matcher[PersonRecord, PersonFeatures]:

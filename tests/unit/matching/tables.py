@@ -1,5 +1,5 @@
-"""A hand-set entity model shared by the entity-resolution tests: m and u per comparison level of
-a plausible fit, so that a test's outcome depends on the rule it checks, not on a fitting run."""
+"""Hand-set m and u tables (per comparison level, of a plausible fit) shared by the matching tests,
+so that a test's outcome depends on the rule it checks, not on a fitting run."""
 
 from __future__ import annotations
 
@@ -16,6 +16,25 @@ ENTITY_TABLE = {
     "phone": ((0.85, 0.05, 0.1), (0.0001, 0.0004, 0.9995)),
     "country": ((0.97, 0.03), (0.3, 0.7)),
     "legal_form": ((0.8, 0.2), (0.3, 0.7)),
+}
+
+PERSON_TABLE = {
+    "name": (
+        (0.55, 0.2, 0.14, 0.08, 0.015, 0.005, 0.01),
+        (0.0005, 0.001, 0.003, 0.02, 0.02, 0.03, 0.9255),
+    ),
+    "dob": (
+        (0.78, 0.05, 0.05, 0.05, 0.02, 0.05),
+        (0.0001, 0.0001, 0.0002, 0.01, 0.003, 0.9866),
+    ),
+    # Half of the pairs give no passport number or phone on one side or both (the absence
+    # levels), equally often for matches and non-matches: no evidence, as "missing" was.
+    "id_number": (
+        (0.44, 0.035, 0.015, 0.01, 0.25, 0.25),
+        (0.000005, 0.00005, 0.449945, 0.05, 0.25, 0.25),
+    ),
+    "phone": ((0.4, 0.025, 0.075, 0.25, 0.25), (0.00005, 0.0002, 0.49975, 0.25, 0.25)),
+    "district": ((0.85, 0.05, 0.1), (0.05, 0.01, 0.94)),
 }
 
 
