@@ -251,7 +251,10 @@ class Matcher(Generic[R, F]):
             )
         scored.sort(key=lambda c: c.total_weight, reverse=True)
         if self.job.linkage and scored:
-            scored[0] = self._best_link(scored)
+            shown = scored[:limit]
+            return [self._best_link(scored)] + [
+                self._runner_up(scored, k) for k in range(1, len(shown))
+            ]
         return scored[:limit]
 
     def _best_link(self, scored: list[ScoredCandidate]) -> ScoredCandidate:
@@ -269,6 +272,19 @@ class Matcher(Generic[R, F]):
             if runner_up.decision != "no_link" and gap < self.model.thresholds.ambiguity_margin:
                 decision = "review"
         return msgspec.structs.replace(best, probability=probability, decision=decision)
+
+    def _runner_up(self, scored: list[ScoredCandidate], k: int) -> ScoredCandidate:
+        # The same choice seen from the k-th candidate: its share against all the others. A
+        # mention names one entity, and only the best candidate may be linked automatically:
+        # a runner-up goes to review at most (two equal candidates are a human's call).
+        others = [c.total_weight for i, c in enumerate(scored) if i != k]
+        probability = self.model.link_probability(scored[k].total_weight, others)
+        decision = self._decision(probability)
+        return msgspec.structs.replace(
+            scored[k],
+            probability=probability,
+            decision="review" if decision == "link" else decision,
+        )
 
     def score_batch(self, records: Sequence[R]) -> ScoredBatch[F]:
         """Index a batch from scratch and score every candidate pair once (the expensive

@@ -69,7 +69,8 @@ def test_a_fitted_choice_links_past_a_weaker_sibling_the_margin_rule_held_back()
     scored = without.match_one(mention, index)
     assert [c.id for c in scored] == ["e1", "e2"]
     assert scored[0].total_weight - scored[1].total_weight < 4.0
-    assert scored[1].decision != "no_link"  # a plausible runner-up
+    # a plausible runner-up on its own (pairwise) odds
+    assert without.model.probability(scored[1].total_weight) >= without.model.thresholds.review
     assert scored[0].decision == "review"  # the margin rule, without a fitted choice
     fitted = Matcher(entity_job(), entity_model(ChoiceCalibration(slope=1.5, intercept=-3.0)))
     best = fitted.match_one(mention, index)[0]
@@ -87,6 +88,32 @@ def test_a_fitted_choice_links_past_a_weaker_sibling_the_margin_rule_held_back()
     assert math.isclose(bare[0].total_weight, bare[1].total_weight)
     assert bare[0].probability < 0.5
     assert bare[0].decision != "link"
+    # ... and the runner-up is scored by the same choice, never linked on its pairwise odds
+    # (the worker links the first candidate whose decision is "link").
+    assert math.isclose(bare[1].probability, bare[0].probability)
+    assert bare[1].decision == bare[0].decision
+
+
+def test_a_runner_up_is_never_linked_automatically() -> None:
+    # The same agency entered twice (a licence list imported by two orgs, a branch of the same
+    # name): each entry alone would be a sure link. Neither may be linked automatically: the
+    # best gets just under one half, and the runner-up, which the worker also walks through,
+    # is scored by the same choice instead of its own pairwise odds.
+    registry = [
+        EntityRecord(id=entry, kind="agency", legal_name="Haloko Overseas Pvt Ltd", country="NP")
+        for entry in ("e1", "e4")
+    ]
+    mention = EntityRecord(id="m", kind="mention", legal_name="Haloko Overseas Pvt Ltd")
+    for choice in (None, ChoiceCalibration(slope=1.5, intercept=-3.0)):
+        matcher = Matcher(entity_job(), entity_model(choice))
+        scored = matcher.match_one(mention, matcher.build_index(registry))
+        assert [c.id for c in scored] == ["e1", "e4"] or [c.id for c in scored] == ["e4", "e1"]
+        assert all(
+            matcher.model.probability(c.total_weight) > matcher.model.thresholds.link
+            for c in scored
+        )
+        assert [c.decision for c in scored] == ["review", "review"]
+        assert scored[1].probability < 0.5
 
 
 def _mentions_with_siblings(seed: int) -> tuple[np.ndarray, np.ndarray]:
