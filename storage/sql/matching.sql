@@ -17,6 +17,18 @@ FROM entities e LEFT JOIN entity_licences l ON l.entity_id = e.id
 WHERE (e.org_id = $1 OR e.org_id IS NULL) AND e.deleted_at IS NULL
 GROUP BY e.id;
 
+-- name: entity_mentions
+-- What the org's monitors wrote about employers and recruiters, for fitting its entity model.
+SELECT id, nullif(content->'employer', 'null') AS employer,
+       nullif(content->'recruiter', 'null') AS recruiter,
+       content->>'origin_country' AS origin_country,
+       content->>'destination_country' AS destination_country
+FROM reports
+WHERE org_id = $1 AND deleted_at IS NULL
+  AND (jsonb_typeof(content->'employer') = 'object'
+       OR jsonb_typeof(content->'recruiter') = 'object')
+ORDER BY received_at, id;
+
 -- name: entity_corpus_stamp
 SELECT count(*) AS n, max(updated_at) AS latest FROM entities
 WHERE (org_id = $1 OR org_id IS NULL);
