@@ -17,15 +17,19 @@ from typing import TYPE_CHECKING
 from storage.db import Conn
 from storage.jobs import ClaimedJob, JobQueue
 from storage.matching import MatchingCache, match_report, refit_model
+from storage.queries import Q
 
 if TYPE_CHECKING:
     from server.worker import JobHandler, WorkerContext
 
-__all__ = ["HANDLERS", "MATCH_REPORT", "MATCH_REPORTS", "REFIT"]
+__all__ = ["HANDLERS", "MATCH_REPORT", "MATCH_REPORTS", "REFIT", "REFIT_DUE", "enqueue_refits_due"]
 
 MATCH_REPORT = "reports.match"
 MATCH_REPORTS = "reports.match_many"
 REFIT = "matching.refit"
+# Nightly (the scheduler): queue a refit of every org's models whose data or decisions changed,
+# so the review queue's decisions recalibrate the model without anyone asking.
+REFIT_DUE = "matching.refit_due"
 _log = logging.getLogger("fairwatch.matching")
 # One per worker process: the indexes are refreshed from the database before every match, so
 # several workers stay consistent; a process only pays the first full load once.
@@ -62,8 +66,27 @@ async def _refit(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
     _log.info("matching model refit", extra={"fields": {"job": job.payload["job"], "how": method}})
 
 
+async def enqueue_refits_due(conn: Conn) -> int:
+    """One refit job per (org, job) whose model is missing or older than its data or labels."""
+    queue = JobQueue(conn)
+    queued = 0
+    for row in await conn.fetch(Q.refits_due):
+        org_id, kind = row["org_id"], row["job"]
+        found = await queue.enqueue(
+            REFIT, {"job": kind}, org_id=org_id, dedupe_key=f"{org_id}:{kind}"
+        )
+        queued += found is not None
+    return queued
+
+
+async def _refits_due(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
+    queued = await enqueue_refits_due(conn)
+    _log.info("matching refits queued", extra={"fields": {"queued": queued}})
+
+
 HANDLERS: dict[str, JobHandler] = {
     MATCH_REPORT: _match,
     MATCH_REPORTS: _match_many,
     REFIT: _refit,
+    REFIT_DUE: _refits_due,
 }

@@ -132,6 +132,10 @@ def _build_scheduler(pool: asyncpg.Pool) -> AsyncIOScheduler:
         async with pool.acquire() as conn:
             await enqueue_retention(conn)
 
+    # Every night, refit each organisation's matching models whose data or decisions changed.
+    scheduler.add_job(
+        enqueue, CronTrigger(hour=2, minute=37), args=["matching.refit_due"], id="matching.refit"
+    )
     # Data minimisation: every night, redact what each organisation's retention rules say.
     scheduler.add_job(retention, CronTrigger(hour=3, minute=47), id="retention.apply")
     scheduler.add_job(

@@ -502,7 +502,16 @@ async def refit_model(
     resolution: its report mentions against the registry).
     """
     if job == "entity":
-        return await _refit_entities(conn, cache, org_id)
+        outcome = await _refit_entities(conn, cache, org_id)
+    else:
+        outcome = await _refit_dedup(conn, keyring, cache, org_id, job)
+    await conn.execute(Q.record_refit_attempt, org_id, job, outcome)
+    return outcome
+
+
+async def _refit_dedup(
+    conn: Conn, keyring: Keyring, cache: MatchingCache, org_id: uuid.UUID, job: Job
+) -> str:
     corpus = await cache.corpus(conn, org_id, job)
     if job == "incident":
         await _refresh_incidents(conn, org_id, corpus)

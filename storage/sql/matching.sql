@@ -156,3 +156,23 @@ SELECT DISTINCT case_id FROM (
     UNION
     SELECT ce.case_id FROM case_entities ce WHERE ce.org_id = $1 AND ce.entity_id = $2
 ) linked ORDER BY case_id;
+
+-- name: refits_due
+-- Every (org, job) whose data or whose team's decisions changed since its last refit (fitted or
+-- not: an org too small to fit is tried again only once something new arrives), or never refit.
+SELECT o.id AS org_id, j.job
+FROM orgs o
+CROSS JOIN unnest(ARRAY['incident', 'entity', 'person']) AS j (job)
+LEFT JOIN match_refit_attempts a ON a.org_id = o.id AND a.job = j.job
+WHERE EXISTS (
+        SELECT 1 FROM reports r
+        WHERE r.org_id = o.id AND r.received_at > coalesce(a.attempted_at, '-infinity'))
+   OR EXISTS (
+        SELECT 1 FROM match_decisions d
+        WHERE d.org_id = o.id AND d.job = j.job AND d.decided_by <> 'matcher'
+          AND d.decided_at > coalesce(a.attempted_at, '-infinity'))
+ORDER BY o.id, j.job;
+
+-- name: record_refit_attempt
+INSERT INTO match_refit_attempts (org_id, job, outcome) VALUES ($1, $2, $3)
+ON CONFLICT (org_id, job) DO UPDATE SET attempted_at = now(), outcome = excluded.outcome;
