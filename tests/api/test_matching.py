@@ -42,6 +42,18 @@ def raid(**overrides: Any) -> dict[str, Any]:
     return report(**{**fields, **overrides})
 
 
+def spread_raids(count: int) -> list[dict[str, Any]]:
+    """Reports over six sites and ten days: some share a site and a day, most do not."""
+    return [
+        raid(
+            occurred_at=f"2026-11-{1 + i % 10:02d}T{8 + i % 12:02d}:00:00+00:00",
+            location={"lat": 25.0 + (i % 6) * 0.2, "lon": 51.2 + (i % 6) * 0.2},
+            employer={"name": f"Employer {i % 11}"},
+        )
+        for i in range(count)
+    ]
+
+
 async def decisions(client: Client, staff: Actor, **params: str) -> list[dict[str, Any]]:
     r = await client.get("/v1/matching/decisions", params=params, headers=staff.headers)
     assert r.status_code == 200, r.text
@@ -220,15 +232,7 @@ async def test_the_same_worker_across_reports_is_one_person(
 async def test_refit_learns_the_orgs_own_model(client: Client, pool: asyncpg.Pool) -> None:
     staff = await make_actor(client, pool, Role.CASE_MANAGER)
     phone = await new_phone(client, staff)
-    bodies = [
-        raid(
-            # Six sites over ten days: some reports share a site and a day, most do not.
-            occurred_at=f"2026-11-{1 + i % 10:02d}T{8 + i % 12:02d}:00:00+00:00",
-            location={"lat": 25.0 + (i % 6) * 0.2, "lon": 51.2 + (i % 6) * 0.2},
-            employer={"name": f"Employer {i % 11}"},
-        )
-        for i in range(60)
-    ]
+    bodies = spread_raids(60)
     await push(client, phone, [create(phone, b) for b in bodies])
     await drain(client, pool)
     r = await client.post("/v1/matching/incident/refit", headers=staff.headers)
@@ -262,14 +266,7 @@ async def test_a_model_from_before_a_comparator_change_is_refitted_by_itself(
             Q.put_match_model, staff.org_id, "incident", msgspec.json.encode(stale).decode()
         )
     phone = await new_phone(client, staff)
-    bodies = [
-        raid(
-            occurred_at=f"2026-11-{1 + i % 10:02d}T{8 + i % 12:02d}:00:00+00:00",
-            location={"lat": 25.0 + (i % 6) * 0.2, "lon": 51.2 + (i % 6) * 0.2},
-            employer={"name": f"Employer {i % 11}"},
-        )
-        for i in range(60)
-    ]
+    bodies = spread_raids(60)
     await push(client, phone, [create(phone, b) for b in bodies])
     await drain(client, pool)  # matching sets the stale model aside and queues a refit
     async with pool.acquire() as conn:

@@ -12,7 +12,7 @@ from cases.accounts import Role
 from server.matching_jobs import HANDLERS, REFIT, REFIT_DUE, enqueue_refits_due
 from tests.api.conftest import make_actor
 from tests.api.sync_support import Client, create, new_phone, push
-from tests.api.test_matching import drain, raid
+from tests.api.test_matching import drain, raid, spread_raids
 
 pytestmark = pytest.mark.db
 
@@ -45,14 +45,7 @@ async def test_models_are_refitted_when_their_data_or_decisions_change(
     staff = await make_actor(client, pool, Role.CASE_MANAGER)
     quiet = await make_actor(client, pool, Role.CASE_MANAGER)  # an org with no reports
     phone = await new_phone(client, staff)
-    bodies = [
-        raid(
-            occurred_at=f"2026-11-{1 + i % 10:02d}T{8 + i % 12:02d}:00:00+00:00",
-            location={"lat": 25.0 + (i % 6) * 0.2, "lon": 51.2 + (i % 6) * 0.2},
-            employer={"name": f"Employer {i % 11}"},
-        )
-        for i in range(60)
-    ]
+    bodies = spread_raids(60)
     # and two reports of one raid, which matching links into one incident
     bodies += [raid(), raid(occurred_at="2026-11-20T22:10:00+00:00")]
     await push(client, phone, [create(phone, b) for b in bodies])
