@@ -147,13 +147,19 @@ async def resolve_conflict(
 ) -> int:
     """Resolve one conflict; returns the report's version afterwards."""
     async with conn.transaction():
+        # The report first, then its conflict: the order of every writer that touches both
+        # (a push inserting conflicts, retention redacting them), so none waits in a cycle. A
+        # conflict's report never changes, so it can be read before anything is locked.
+        report_id = await conn.fetchval(Q.conflict_report, org_id, conflict_id)
+        if report_id is None:
+            raise NotFound("conflict", conflict_id)
+        store = ReportStore(conn, keyring)
+        current = await store.lock(org_id, report_id)
         row = await conn.fetchrow(Q.lock_conflict, org_id, conflict_id)
         if row is None:
             raise NotFound("conflict", conflict_id)
         if row["resolved_at"] is not None:
             raise ConflictAlreadyResolved(conflict_id)
-        store = ReportStore(conn, keyring)
-        current = await store.lock(org_id, row["report_id"])
         if current is None:
             raise NotFound("report", row["report_id"])
         version = current.version

@@ -358,3 +358,8 @@ ORDER BY c.due_at, c.id
 
 -- name: case_order_priority
 ORDER BY c.priority_rank DESC, c.due_at, c.id
+
+-- name: conflict_report
+-- The report a conflict belongs to (never changes), read before locking the report and then the
+-- conflict (storage/conflicts.py resolve_conflict).
+SELECT report_id FROM report_conflicts WHERE org_id = $1 AND id = $2;
