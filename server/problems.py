@@ -228,6 +228,18 @@ def _handle_contention(request: Request[Any, Any, Any], exc: Exception) -> Respo
     )
 
 
+def _handle_short_of_resources(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # SQLSTATE class 53: out of (shared) memory, too many connections, disk full. The statement
+    # failed and its transaction with it, so nothing was written; the same request can go through
+    # once the load passes. Not the client's fault, and not a bug to answer with a 500.
+    _log.error("database short of resources on %s: %s", request.url.path, exc)
+    return _respond(
+        request,
+        _simple(503, "unavailable", "Service unavailable", "the server is overloaded, retry later"),
+        {"Retry-After": "5"},
+    )
+
+
 def _handle_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     # The traceback goes to the log with the request id; the client learns nothing internal.
     _log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -257,6 +269,7 @@ exception_handlers: ExceptionHandlersMap = {
     asyncpg.exceptions.CharacterNotInRepertoireError: _handle_unstorable_text,
     asyncpg.exceptions.UntranslatableCharacterError: _handle_unstorable_text,
     asyncpg.exceptions.TransactionRollbackError: _handle_contention,
+    asyncpg.exceptions.InsufficientResourcesError: _handle_short_of_resources,
     RecursionError: _handle_undecodable,
     UnicodeDecodeError: _handle_undecodable,
     AttachmentRefused: _handle_attachment,

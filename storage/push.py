@@ -3,6 +3,11 @@
 The device row is locked first, so two pushes from one device never interleave; each mutation's
 final result is stored once (primary key on the mutation id) and replayed verbatim on resend.
 Everything a push accepts is committed before the response is built.
+
+Locks, in this order and all before the first mutation is applied: the device row, the buckets
+of declared attachment hashes (shared), then the rows of the reports the batch touches that exist
+(docs/decisions/0112-push-lock-order.md). Two pushes touching the same reports therefore wait for
+each other once, up front, and never hold one report while waiting for another.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from storage.devices import DeviceAuth
 from storage.feed import publish_report_state, publish_report_tombstone
 from storage.jobs import JobQueue
 from storage.keyring import Keyring
-from storage.push_bulk import create_reports, edit_reports, refuse_withdrawal, rejected
+from storage.push_bulk import create_reports
+from storage.push_edits import edit_reports, refuse_withdrawal, rejected
 from storage.queries import Q
 from storage.reports import ReportStore
 from storage.tasks import answer_task
@@ -48,7 +54,7 @@ from sync.push import (
 __all__ = ["BATCH_EDITS", "CLOCK_SAMPLES_KEPT", "execute_push"]
 
 CLOCK_SAMPLES_KEPT = 20
-# Amendments and withdrawals go through storage.push_bulk.edit_reports; False applies them one by
+# Amendments and withdrawals go through storage.push_edits.edit_reports; False applies them one by
 # one (the reference the batched path must match, and what tests compare it with).
 BATCH_EDITS = True
 _RESULT = msgspec.json.Decoder(MutationResult)
@@ -110,8 +116,9 @@ async def execute_push(
         declared = _declared_hashes([*push.mutations, *(h.mutation for h in held)])
         if declared:
             # While this push decides whether its attachments have arrived, retention cannot
-            # erase their bytes as needed by no live report (this one is not committed yet).
-            await conn.execute(Q.lock_blob_hashes, declared)
+            # erase their bytes as needed by no live report (this one is not committed yet), and
+            # an upload cannot finish them unseen. Shared: other pushes do not wait.
+            await conn.execute(Q.share_blob_buckets, declared)
         samples = [*ledger_row["clock_samples"], offset_sample(request.sent_at, received_at)]
         samples = samples[-CLOCK_SAMPLES_KEPT:]
         seconds = [s.total_seconds() if isinstance(s, dt.timedelta) else s for s in samples]
@@ -124,12 +131,14 @@ async def execute_push(
         )
 
         plan = plan_push(ledger, push.mutations, stored=stored, held=held, received_at=received_at)
+        await _lock_reports(conn, plan.steps)
         results: dict[uuid.UUID, MutationResult] = {}
         reports = ReportStore(conn, keyring)
         # New reports and edits (amendments, withdrawals) are gathered into runs applied as
         # batches. Runs may interleave with each other, but never on the same report: a step on a
         # report the other run holds flushes that run first, so each report sees its steps in
-        # plan order (different reports do not see each other).
+        # plan order (different reports do not see each other). The runs lock their reports
+        # again; the transaction holds every one that existed up front, so those never wait.
         creates: list[ApplyStep] = []
         pending_ids: set[uuid.UUID] = set()
         edits: list[ApplyStep] = []
@@ -251,6 +260,28 @@ async def execute_push(
             request.outbox_depth,
         )
     return push_response(plan, results, stored=stored, clock_offset_seconds=offset)
+
+
+async def _lock_reports(conn: Conn, steps: Iterable[ApplyStep]) -> None:
+    """Lock the existing reports the steps create, amend or withdraw, in id order, before any of
+    them is applied.
+
+    Row locks only: they live in the rows, not in PostgreSQL's bounded shared lock table. A
+    report id another push is creating has no row to lock yet; only another device sending the
+    same new report can be doing that (ids are chosen on the phone, and one device's pushes are
+    serialised by its ledger row), and if the two meet in a cycle, one push is aborted as a
+    deadlock (a 503 ``contention``, nothing saved) and its resend is answered exactly once.
+    """
+    ids = sorted(
+        {
+            m.report.id if isinstance(m, CreateReport) else m.report_id
+            for step in steps
+            if step.preset_result is None
+            and isinstance(m := step.mutation, CreateReport | AmendReport | DeleteReport)
+        }
+    )
+    if ids:
+        await conn.execute(Q.lock_reports, ids)
 
 
 async def _apply_in_savepoint(

@@ -75,8 +75,11 @@ VALUES ($1, $2, $3, $4, $5, $6, $7);
 DELETE FROM sync_held WHERE device_id = $1 AND mutation_id = $2;
 
 -- name: lock_report
+-- FOR NO KEY UPDATE, the lock an UPDATE of the row takes anyway: writers of reports never change
+-- the id, and foreign-key checks of rows pointing at the report (case links, matching) take FOR KEY
+-- SHARE, which this lets through, so they never wait for a push or a conflict resolution.
 SELECT id, org_id, monitor_id, version, content::text AS content, sealed, deleted_at, redacted_at
-FROM reports WHERE id = $1 FOR UPDATE;
+FROM reports WHERE id = $1 FOR NO KEY UPDATE;
 
 -- name: report_version
 SELECT content::text AS content, sealed FROM report_versions WHERE report_id = $1 AND version = $2;
@@ -157,12 +160,15 @@ SELECT sha256 FROM blobs WHERE org_id = $1 AND sha256 = ANY($2::text[])
 UNION
 SELECT sha256 FROM report_attachments WHERE report_id = $3 AND erased_at IS NOT NULL;
 
--- name: lock_blob_hashes
--- lock_blob_hash for every hash a push declares, in one fixed order (ascending key), so two
--- pushes declaring the same hashes cannot deadlock; taken before any other hash lock of the
--- transaction (docs/decisions/0105-blob-store.md, "Erasure").
-SELECT pg_advisory_xact_lock(hashtext('fairwatch.blob'), k)
-FROM (SELECT DISTINCT hashtext(h) AS k FROM unnest($1::text[]) AS h ORDER BY k OFFSET 0) AS keys;
+-- name: share_blob_buckets
+-- The buckets (as lock_blob_hash computes them) of every hash a push declares, shared: a push
+-- only reads whether the bytes exist, so pushes never wait for each other here, but each waits
+-- for (and holds off) an upload finishing or an erasure of any of its hashes. Distinct buckets in
+-- ascending order, before any report lock; at most 1,024 lock table entries, however many hashes
+-- (docs/decisions/0105-blob-store.md, "Erasure"; docs/decisions/0112-push-lock-order.md).
+SELECT pg_advisory_xact_lock_shared(hashtext('fairwatch.blob'), k)
+FROM (SELECT DISTINCT hashtext(h) & 1023 AS k FROM unnest($1::text[]) AS h ORDER BY k OFFSET 0)
+     AS keys;
 
 -- name: lock_feed_state
 SELECT epoch, pruned_change, pruned_xid, taxonomy_hash FROM sync_feed_state FOR UPDATE;
@@ -230,11 +236,11 @@ DELETE FROM blob_uploads WHERE org_id = $1 AND sha256 = $2 RETURNING upload_id;
 
 -- name: lock_blob_hash
 -- Serialises what decides whether a blob's bytes exist: an upload finishing the blob and
--- retention erasing it, and a push declaring it (lock_blob_hashes); see
--- docs/decisions/0105-blob-store.md, "Erasure". Two-key form, so it has a key space of its own;
--- a 32-bit collision only makes two blobs wait for each other. Only a push takes several, all at
--- once in key order before any other of these; finishing and erasing take one each.
-SELECT pg_advisory_xact_lock(hashtext('fairwatch.blob'), hashtext($1));
+-- retention erasing it take this exclusively, a push declaring it shares it (share_blob_buckets);
+-- see docs/decisions/0105-blob-store.md, "Erasure". The key is one of 1,024 buckets of the hash,
+-- in a two-key space of its own: hashes sharing a bucket only wait for each other. Finishing and
+-- erasing take one bucket each, first in their transactions; only a push takes several.
+SELECT pg_advisory_xact_lock(hashtext('fairwatch.blob'), hashtext($1) & 1023);
 
 -- name: blob_erased_for_org
 -- True when the organisation declared this hash on redacted reports only: the attachment was
@@ -243,24 +249,30 @@ SELECT pg_advisory_xact_lock(hashtext('fairwatch.blob'), hashtext($1));
 SELECT bool_and(erased_at IS NOT NULL) FROM report_attachments WHERE org_id = $1 AND sha256 = $2;
 
 -- name: reports_declaring_blob
+-- In id order: the caller bumps each one's status (a row lock) in turn, and every writer that
+-- locks several reports takes them in id order (docs/decisions/0112-push-lock-order.md).
 SELECT r.id, r.monitor_id, r.version, r.content::text AS content
 FROM reports r
 WHERE r.org_id = $1 AND r.deleted_at IS NULL
-  AND r.id IN (SELECT report_id FROM report_attachments WHERE org_id = $1 AND sha256 = $2);
+  AND r.id IN (SELECT report_id FROM report_attachments WHERE org_id = $1 AND sha256 = $2)
+ORDER BY r.id;
 
 -- name: bump_status_version
 UPDATE reports SET status_version = status_version + 1 WHERE id = $1
 RETURNING status_version, version;
 
 -- name: lock_reports
--- In id order, as lock_reports_for_edit: two runs locking overlapping sets wait for each other.
-SELECT id FROM reports WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+-- The existing reports among $1, locked in id order (the mode of lock_report). A push takes them
+-- all at once, after its blob buckets and before any run; its create run locks its ids again
+-- (locks the transaction already holds, unless another device created one of them meanwhile).
+SELECT id FROM reports WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE;
 
 -- name: lock_reports_for_edit
--- The reports a push's run of amendments and withdrawals touches (storage/push_bulk.py), locked in
--- id order so that two pushes locking overlapping sets wait for each other instead of deadlocking.
+-- The reports a push's run of amendments and withdrawals touches (storage/push_edits.py), as
+-- lock_report reads them. Locked in id order, in the mode the push locked them up front with
+-- lock_reports, so under execute_push this never waits for a report that existed up front.
 SELECT id, org_id, monitor_id, version, content::text AS content, sealed, deleted_at, redacted_at
-FROM reports WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+FROM reports WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE;
 
 -- name: report_versions_wanted
 -- Stored versions by (report, version) pair, for the bases of a run of amendments.
@@ -302,3 +314,15 @@ WHERE report_id = ANY($3::uuid[]) AND erased_at IS NOT NULL;
 SELECT DISTINCT report_id, field FROM report_conflicts
 WHERE report_id = ANY($1::uuid[]) AND resolved_at IS NULL
 ORDER BY report_id, field;
+
+-- name: report_attachment_for_download
+-- One attachment a report declares, for the case team's download: whether this organisation's
+-- copy has arrived, and whether retention erased it (with its report, or by redacting the report).
+-- The report's organisation is part of the key, so another organisation's report is no row at all.
+SELECT ra.media_type, ra.sensitive,
+       b.sha256 IS NOT NULL AS arrived,
+       ra.erased_at IS NOT NULL OR r.redacted_at IS NOT NULL AS erased
+FROM report_attachments ra
+JOIN reports r ON r.org_id = ra.org_id AND r.id = ra.report_id
+LEFT JOIN blobs b ON b.org_id = ra.org_id AND b.sha256 = ra.sha256
+WHERE ra.org_id = $1 AND ra.report_id = $2 AND ra.sha256 = $3;

@@ -1,7 +1,7 @@
 """Amendments and withdrawals applied as a batch give exactly what applying them one by one gives.
 
 The same push runs twice on the same stored data (each run in a transaction rolled back after it
-is inspected): once through the batched path (``storage.push_bulk.edit_reports``), once with
+is inspected): once through the batched path (``storage.push_edits.edit_reports``), once with
 ``storage.push.BATCH_EDITS`` off. Results, stored results, report rows, archived versions,
 attachments, conflicts and feed bodies must be identical.
 """
@@ -24,7 +24,7 @@ from cases.accounts import Role
 from cases.taxonomy import load_taxonomy
 from server.resources import resources_of
 from storage import push as push_module
-from storage import push_bulk
+from storage import push_edits
 from storage.db import Conn
 from storage.devices import DeviceAuth
 from storage.keyring import Keyring
@@ -201,7 +201,7 @@ async def run_both_ways(
     body = msgspec.json.encode(batch(phone, mutations, outbox_depth=3))
     known = {c.code for c in res.taxonomy.active_categories()}
     calls: list[dict[uuid.UUID, MutationResult] | None] = []
-    real = push_bulk.edit_reports
+    real = push_edits.edit_reports
 
     async def spy(*args: Any, **kwargs: Any) -> dict[uuid.UUID, MutationResult] | None:
         answer = await real(*args, **kwargs)
@@ -405,8 +405,8 @@ async def test_two_phones_amending_the_same_reports_at_once_lose_nothing(
     client: Client, pool: asyncpg.Pool
 ) -> None:
     """Two phones of one monitor amend the same reports, in opposite orders, at the same time (two
-    connections, interleaved at every round trip). Each run locks its reports in id order, so
-    neither push deadlocks, and every edit merges."""
+    connections, interleaved at every round trip). Each push locks its reports up front, in one
+    order, so neither push deadlocks, and every edit merges."""
     staff = await make_actor(client, pool, Role.CASE_MANAGER)
     first = await new_phone(client, staff)
     second = await new_phone(client, staff, first.monitor_id)
