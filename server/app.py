@@ -24,6 +24,7 @@ from server.ratelimit import RateLimitMiddleware, RateLimits
 from server.resources import provide_conn
 from server.routes import (
     alerts,
+    attachments,
     audit,
     auth,
     cases,
@@ -66,6 +67,7 @@ ROUTES = [
     reports.get_report,
     reports.list_report_conflicts,
     reports.resolve,
+    *attachments.ROUTES,
     registry.create_entity,
     registry.list_entities,
     registry.get_entity,

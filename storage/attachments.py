@@ -4,8 +4,9 @@ erasure of attachments whose reports retention redacted.
 An upload is tracked per organisation and hash. Parts go to the blob store as they come; when the
 last one is in, the store verifies the whole blob's sha256 (a mismatch keeps nothing), the blob is
 recorded as delivered for that organisation, and every report declaring it gets a fresh status.
-Finishing a blob and erasing one take the same per-hash lock, so a blob a live report needs is
-never deleted (docs/decisions/0105-blob-store.md, "Erasure").
+Finishing a blob and erasing one take the same hash lock (one of 1,024 buckets of hashes,
+docs/decisions/0112-push-lock-order.md), so a blob a live report needs is never deleted
+(docs/decisions/0105-blob-store.md, "Erasure").
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from sync.attachments import UploadRequest, UploadStatus
 
 __all__ = [
     "AttachmentRefused",
+    "DeclaredMedia",
+    "declared_media",
     "erase_pending_attachments",
     "receive_part",
     "start_or_resume_upload",
@@ -205,10 +208,29 @@ async def receive_part(
     return await _status_or_finish(conn, blobs, device, await blobs.get_upload(row["upload_id"]))
 
 
+class DeclaredMedia(msgspec.Struct, frozen=True, kw_only=True):
+    """An attachment as a report declares it, and where its bytes stand for the organisation."""
+
+    media_type: str
+    sensitive: bool
+    arrived: bool
+    erased: bool
+    """Erased by retention (or its report redacted): the bytes are gone or going for good."""
+
+
+async def declared_media(
+    conn: Conn, org_id: uuid.UUID, report_id: uuid.UUID, sha256: str
+) -> DeclaredMedia | None:
+    """The attachment ``sha256`` of the organisation's report, or None if it declares no such one
+    (or the report is another organisation's, or does not exist: the three look alike)."""
+    row = await conn.fetchrow(Q.report_attachment_for_download, org_id, report_id, sha256)
+    return None if row is None else msgspec.convert(dict(row), DeclaredMedia)
+
+
 async def _finish(conn: Conn, blobs: BlobStore, device: DeviceAuth, sha256: str) -> UploadStatus:
     """Verify and record the blob; the row lock makes concurrent last parts finish it once.
 
-    The per-hash lock comes first: while it is held no erasure can decide that nothing needs the
+    The hash lock comes first: while it is held no erasure can decide that nothing needs the
     bytes, so `complete` either finds them and records this organisation's copy before any
     erasure looks, or finds them gone and stores them again.
     """
@@ -256,7 +278,7 @@ async def _finish(conn: Conn, blobs: BlobStore, device: DeviceAuth, sha256: str)
 async def erase_pending_attachments(conn: Conn, blobs: BlobStore, *, limit: int = 500) -> int:
     """Carry out up to ``limit`` erasures queued by redaction; returns how many were settled.
 
-    Each runs in its own short transaction (``conn`` must not be in one): under the per-hash
+    Each runs in its own short transaction (``conn`` must not be in one): under the hash
     lock, the organisation's copy is dropped unless one of its live reports still declares the
     hash, and the bytes are deleted from the store only when no organisation holds them any more.
     Erasures of an organisation on legal hold wait, queued, until the hold is lifted.

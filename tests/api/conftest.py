@@ -19,6 +19,7 @@ from server.passwords import hash_password
 from server.settings import Settings, load_settings
 from storage.accounts import OrgRepository, UserRepository
 from tests.conftest import truncate_all
+from tests.s3server import S3Server
 
 PASSWORD = "correct horse battery staple"
 
@@ -66,6 +67,33 @@ async def app_client(api_settings: Settings) -> AsyncIterator[AsyncTestClient[Li
     app = create_app(api_settings)
     async with AsyncTestClient(app=app) as client:
         yield client
+
+
+@pytest.fixture
+async def s3_client(
+    api_settings: Settings, s3_server: S3Server, pool: asyncpg.Pool
+) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """An app whose attachments go to the real S3 server process (`tests/s3server.py`)."""
+    env = {
+        "FAIRWATCH_DATABASE_URL": api_settings.database_url or "",
+        "FAIRWATCH_DATA_DIR": str(api_settings.data_dir),
+        "FAIRWATCH_S3_ENDPOINT": s3_server.endpoint,
+        "FAIRWATCH_S3_ACCESS_KEY": s3_server.access_key,
+        "FAIRWATCH_S3_SECRET_KEY": s3_server.secret_key,
+        "FAIRWATCH_S3_BUCKET": s3_server.bucket,
+        "FAIRWATCH_S3_SECURE": "true" if s3_server.secure else "false",
+        "FAIRWATCH_LOG_JSON": "false",
+        "FAIRWATCH_RATE_STAFF_PER_MINUTE": "0",
+        "FAIRWATCH_RATE_DEVICE_PER_MINUTE": "0",
+        "FAIRWATCH_RATE_ANONYMOUS_PER_MINUTE": "0",
+    }
+    if s3_server.region:
+        env["FAIRWATCH_S3_REGION"] = s3_server.region
+    try:
+        async with AsyncTestClient(app=create_app(load_settings(env))) as client:
+            yield client
+    finally:
+        await truncate_all(pool)
 
 
 @pytest.fixture

@@ -75,6 +75,7 @@ POLICY: dict[tuple[str, str], tuple[frozenset[str], Fields]] = {
     ("POST", "/v1/devices/{device_id:uuid}/revoke"): (TEAM, Fields.CASE_TEAM),
     ("GET", "/v1/reports"): (TEAM, Fields.OPERATIONAL),
     ("GET", "/v1/reports/{report_id:uuid}"): (TEAM, Fields.VIEW_FOR),
+    ("GET", "/v1/reports/{report_id:uuid}/attachments/{sha256:str}"): (TEAM, Fields.VIEW_FOR),
     ("GET", "/v1/conflicts"): (TEAM, Fields.CASE_TEAM),
     ("POST", "/v1/conflicts/{conflict_id:uuid}/resolve"): (TEAM, Fields.CASE_TEAM),
     ("GET", "/v1/registry/entities"): (ALL, Fields.OPERATIONAL),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -13,12 +12,8 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from cases.accounts import Role
-from server.app import create_app
-from server.settings import Settings, load_settings
 from tests.api.conftest import make_actor
 from tests.api.sync_support import Client, new_phone
-from tests.conftest import truncate_all
-from tests.s3server import S3Server
 
 pytestmark = pytest.mark.db
 
@@ -88,29 +83,6 @@ async def test_50_mb_upload_interrupted_twice(client: Client, pool: asyncpg.Pool
     async with pool.acquire() as conn:
         stored = await conn.fetchval("SELECT size_bytes FROM blobs WHERE sha256 = $1", sha)
     assert stored == SIZE
-
-
-@pytest.fixture
-async def s3_client(
-    api_settings: Settings, s3_server: S3Server, pool: asyncpg.Pool
-) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    env = {
-        "FAIRWATCH_DATABASE_URL": api_settings.database_url or "",
-        "FAIRWATCH_DATA_DIR": str(api_settings.data_dir),
-        "FAIRWATCH_S3_ENDPOINT": s3_server.endpoint,
-        "FAIRWATCH_S3_ACCESS_KEY": s3_server.access_key,
-        "FAIRWATCH_S3_SECRET_KEY": s3_server.secret_key,
-        "FAIRWATCH_S3_BUCKET": s3_server.bucket,
-        "FAIRWATCH_S3_SECURE": "true" if s3_server.secure else "false",
-        "FAIRWATCH_LOG_JSON": "false",
-    }
-    if s3_server.region:
-        env["FAIRWATCH_S3_REGION"] = s3_server.region
-    try:
-        async with AsyncTestClient(app=create_app(load_settings(env))) as client:
-            yield client
-    finally:
-        await truncate_all(pool)
 
 
 @pytest.mark.s3

@@ -4,7 +4,7 @@ Reports are written straight into the tables and redacted with the statement the
 uses (the whole job, from a closed case on, is tested in tests/api/test_retention.py); uploads
 and erasures go through storage/attachments.py. The races are played out on two connections,
 with the blob store paused at the dangerous point and the other side observed waiting for the
-per-hash lock.
+hash lock (a bucket of hashes).
 """
 
 from __future__ import annotations
@@ -488,7 +488,7 @@ async def test_a_push_declaring_a_hash_waits_for_its_erasure(
     pool: asyncpg.Pool, blob_backend: Backend, orgs: tuple[Org, Org]
 ) -> None:
     """Retention has decided that no live report needs a file and is deleting it; the monitor
-    pushes a new report declaring the same file. Without the per-hash lock the push would still
+    pushes a new report declaring the same file. Without the hash lock the push would still
     see the organisation's copy, tell the phone the file arrived (so the phone may drop it), and
     lose the bytes a moment later. With it, the push waits, then says the file is missing."""
     store = blob_backend.store
