@@ -44,11 +44,6 @@ __all__ = [
 # candidate pairs instead of the labels.
 MIN_LABELS = 30
 MIN_RECORDS_FOR_EM = 50
-# Entity resolution by EM: a comparison level it never sees among the org's candidates keeps
-# the weight random pairs give it, and random pairs almost never share a name's distinctive
-# words; on a few dozen mentions that made a bare "Everest" 10 bits of evidence. 500 mentions
-# of the v3 benchmark fit a model as good as 10,000 do.
-MIN_MENTIONS_FOR_ENTITY_EM = 500
 
 Job = Literal["incident", "entity", "person"]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -559,7 +554,7 @@ async def _refit_entities(conn: Conn, cache: MatchingCache, org_id: uuid.UUID) -
         fitted = corpus.matcher.fit(
             labelled, against=registry, same=lambda mention, entity: (mention, entity) in accepted
         )
-    elif len(mentions) >= MIN_MENTIONS_FOR_ENTITY_EM and any(
+    elif len(mentions) >= MIN_RECORDS_FOR_EM and any(
         any(True for _ in corpus.index.candidates(corpus.matcher.job.prepare(m))) for m in mentions
     ):
         fitted = corpus.matcher.fit(mentions, against=registry)

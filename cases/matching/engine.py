@@ -417,10 +417,14 @@ class Matcher(Generic[R, F]):
             # u is re-estimated among candidate pairs: blocking makes non-matches agree on the
             # blocked fields far more often than random pairs do, and only blocked pairs are
             # ever scored. A mention names at most one entity: its candidates share one match.
+            # The matcher's own model is the prior, not the random pairs' u (`estimate_by_em`).
             if not linkage:
-                return self._with(estimate_by_em(model, levels, fix_u=False), frequencies)
+                fitted_dedup = estimate_by_em(model, levels, fix_u=False, prior_model=self.model)
+                return self._with(fitted_dedup, frequencies)
             groups = np.asarray(owners, dtype=np.int64)
-            fitted_em = estimate_by_em(model, levels, fix_u=False, groups=groups)
+            fitted_em = estimate_by_em(
+                model, levels, fix_u=False, groups=groups, prior_model=self.model
+            )
             # The choice among a mention's candidates is then the fitted model's own
             # posterior (Bayes, odds = 2^(w + prior log-odds)), which weighs a runner-up.
             choice = ChoiceCalibration(slope=1.0, intercept=fitted_em.prior_weight)

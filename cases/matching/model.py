@@ -344,10 +344,14 @@ def estimate_by_em(
     iterations: int = 100,
     tolerance: float = 1e-5,
     groups: npt.NDArray[np.int64] | None = None,
+    prior_model: MatchModel | None = None,
 ) -> MatchModel:
     """Expectation-maximisation of m (and u unless fixed) and the match prior on unlabelled
-    candidate pairs. The current parameters act as a Dirichlet prior worth `prior_strength`
-    pairs per field, which keeps rare levels away from 0 and 1.
+    candidate pairs, starting from `model`. `prior_model` (default: `model`) is a Dirichlet
+    prior worth `prior_strength` pairs per field, which keeps rare levels away from 0 and 1.
+    Give the job's own model there when `model`'s u comes from random pairs: random pairs
+    almost never reach the partial name levels, so a level the candidate pairs never show
+    either would keep a u near 0 from them, and a weight of 10 bits that no data supports.
 
     `groups` (linkage jobs: the mention of each pair) bounds the matches to at most one per
     group: a pair's posterior is its odds over 1 + the sum of its group's odds, as in
@@ -355,6 +359,7 @@ def estimate_by_em(
     same country and legal form can all be called matches, and the "match" class learns
     that instead of the entity."""
     current = model
+    belief = prior_model if prior_model is not None else model
     sizes = np.bincount(groups).astype(np.float64) if groups is not None else np.zeros(0)
     named = sizes > 0
     share = 0.5  # of the groups that hold a match (with `groups`)
@@ -374,11 +379,11 @@ def estimate_by_em(
         for i, spec in enumerate(current.fields):
             size = len(spec.levels)
             m_counts = _level_counts(candidate_pairs, posterior, i, size)
-            m_counts += prior_strength * np.asarray(model.fields[i].m)
+            m_counts += prior_strength * np.asarray(belief.fields[i].m)
             u = spec.u
             if not fix_u:
                 u_counts = _level_counts(candidate_pairs, 1.0 - posterior, i, size)
-                u = _distribution(u_counts + prior_strength * np.asarray(model.fields[i].u))
+                u = _distribution(u_counts + prior_strength * np.asarray(belief.fields[i].u))
             fields.append(msgspec.structs.replace(spec, m=_distribution(m_counts), u=u))
         updated = msgspec.structs.replace(current, fields=tuple(fields), prior=prior, method="em")
         change = max(

@@ -17,7 +17,6 @@ import pytest
 
 from cases.accounts import Role
 from cases.matching.model import MatchModel
-from storage import matching as storage_matching
 from storage.queries import Q
 from tests.api.conftest import Actor, make_actor
 from tests.api.sync_support import Client, create, new_phone, push, report
@@ -124,11 +123,8 @@ async def probe(
 
 
 async def test_em_on_the_orgs_mentions_links_what_the_starting_model_sent_to_review(
-    client: Client, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    client: Client, pool: asyncpg.Pool
 ) -> None:
-    # The product waits for MIN_MENTIONS_FOR_ENTITY_EM mentions (500); the mechanism is the
-    # same with the 60 of this test.
-    monkeypatch.setattr(storage_matching, "MIN_MENTIONS_FOR_ENTITY_EM", MENTIONS)
     staff, agencies, reports = await seed(client, pool)
     assert await stored_model(pool, staff.org_id) is None  # the starting model so far
     before = await entity_decisions(pool, staff.org_id)
