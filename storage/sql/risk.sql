@@ -9,9 +9,6 @@ RETURNING *;
 SELECT *
 FROM risk_runs WHERE org_id = $1 AND id = $2;
 
--- name: get_risk_run_any_org
-SELECT org_id FROM risk_runs WHERE id = $1;
-
 -- name: list_risk_runs
 SELECT *
 FROM risk_runs

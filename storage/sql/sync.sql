@@ -176,10 +176,6 @@ SELECT epoch, pruned_change, pruned_xid, taxonomy_hash FROM sync_feed_state FOR 
 -- name: set_taxonomy_hash
 UPDATE sync_feed_state SET taxonomy_hash = $1;
 
--- name: reports_of_monitor
-SELECT id, version, deleted_at IS NOT NULL AS deleted, status
-FROM reports WHERE org_id = $1 AND monitor_id = $2 ORDER BY received_at, id;
-
 -- name: get_report
 SELECT id, org_id, monitor_id, device_id, version, content::text AS content, sealed,
        recorded_at, received_at, clock_offset_seconds, time_flags, status, deleted_at
@@ -201,11 +197,6 @@ SELECT ra.sha256, ra.size_bytes, ra.media_type, ra.sensitive,
 FROM report_attachments ra
 LEFT JOIN blobs b ON b.org_id = ra.org_id AND b.sha256 = ra.sha256
 WHERE ra.org_id = $1 AND ra.report_id = $2 ORDER BY ra.sha256;
-
--- name: org_blob_for_report
-SELECT b.size_bytes, ra.media_type, ra.sensitive
-FROM report_attachments ra JOIN blobs b ON b.org_id = ra.org_id AND b.sha256 = ra.sha256
-WHERE ra.org_id = $1 AND ra.report_id = $2 AND ra.sha256 = $3;
 
 -- name: insert_blob
 INSERT INTO blobs (org_id, sha256, size_bytes) VALUES ($1, $2, $3)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from storage.queries import Q, parse_queries, queries
@@ -30,3 +33,23 @@ def test_project_queries_load_and_resolve_by_attribute() -> None:
     assert queries() is loaded  # parsed once
     with pytest.raises(AttributeError, match="no SQL query named"):
         _ = Q.no_such_query
+
+
+# Queries whose name is put together at run time (storage/case_list.py: the case list's orders).
+_DYNAMIC_PREFIXES = ("case_order_",)
+
+
+def test_every_named_query_is_used_somewhere() -> None:
+    """A query no code names is dead SQL that still looks like part of the schema's contract."""
+    root = Path(__file__).resolve().parents[3]
+    source = "\n".join(
+        path.read_text(encoding="utf-8")
+        for package in ("server", "storage", "sync", "cases", "bench")
+        for path in (root / package).rglob("*.py")
+    )
+    unused = [
+        name
+        for name in queries()
+        if not name.startswith(_DYNAMIC_PREFIXES) and not re.search(rf"\b{name}\b", source)
+    ]
+    assert unused == []
