@@ -86,6 +86,7 @@ DOB_LEVELS = (
     "year_off_by_one",
     "one_part_differs",
     "same_year_placeholder",
+    "two_errors",
     "disagree",
 )
 DISTANCE_LEVELS = ("within_200m", "within_1km", "within_5km", "farther")
@@ -186,11 +187,26 @@ _SOUND_ALIKE_FLOOR = 0.72
 NamesApart = Callable[[str, str], bool]
 
 
+def _short_typo(a: str, b: str, apart: NamesApart | None) -> bool:
+    """A short name ("Ali", "Rao", "Tek") and one edit of it that is not itself an established
+    name ("Ai", "Roa", "Tk"): similarity scores cannot tell a typo in three letters from
+    another name, the counts can ("Ram" / "Rai" are both names). Without counts, no."""
+    return (
+        apart is not None
+        and min(len(a), len(b)) < 4
+        and a[0] == b[0]
+        and OSA.distance(a, b, score_cutoff=1) <= 1
+        and not apart(a, b)
+    )
+
+
 def _sound_alike(a: str, b: str, codes: dict[str, str], apart: NamesApart | None = None) -> bool:
     if _tokens_agree(a, b):
         # A typo, unless the two spellings sound different and are both established names
         # ("Rajesh" / "Ramesh", "Santos" / "Santiago"): two people, not one mistyped.
         return a == b or apart is None or codes.get(a) == codes.get(b) or not apart(a, b)
+    if _short_typo(a, b, apart):
+        return True
     code = codes.get(a, "")
     return (
         bool(code)
@@ -416,8 +432,9 @@ def is_placeholder_birthday(value: date) -> bool:
 def compare_dates_of_birth(a: date | None, b: date | None) -> int:
     """Dates of birth with the usual clerical errors as their own levels: day and month
     swapped (US against day-first order), the year off by one (an age converted to a year),
-    one part differing (a mistyped day, month or year digit), and a placeholder date (1 January
-    for an unknown birthday) against a full date of the same year."""
+    one part differing (a mistyped day, month or year digit), a placeholder date (1 January
+    for an unknown birthday) against a full date of the same year, and two of those errors
+    together (`_two_errors_apart`), apart from dates that share nothing (disagree)."""
     if a is None or b is None:
         return MISSING
     if a == b:
@@ -431,7 +448,22 @@ def compare_dates_of_birth(a: date | None, b: date | None) -> int:
         return 3
     if a.year == b.year and (is_placeholder_birthday(a) or is_placeholder_birthday(b)):
         return 4
-    return 5
+    if _two_errors_apart(a, b):
+        return 5
+    return 6
+
+
+def _two_errors_apart(a: date, b: date) -> bool:
+    """Whether two of the clerical errors above, together, turn one date into the other: the
+    year off by one and the day and month swapped, or either of them and one more part
+    mistyped ("1990-01-21" / "1991-01-13", "1990-03-07" / "1990-07-09")."""
+    crossed = a.day == b.month or a.month == b.day
+    if a.year == b.year:
+        return crossed
+    if abs(a.year - b.year) == 1:
+        swapped = a.day == b.month and a.month == b.day
+        return a.day == b.day or a.month == b.month or swapped
+    return False
 
 
 def haversine_km(lat_a: float, lon_a: float, lat_b: float, lon_b: float) -> float:
@@ -503,10 +535,17 @@ def compare_equal(a: str | None, b: str | None) -> int:
     return 0 if a == b else 1
 
 
-def compare_place_names(a: str | None, b: str | None) -> int:
-    """Districts and towns: equal, a spelling variant (Jaro-Winkler >= 0.92), or different."""
+def compare_place_names(a: str | None, b: str | None, apart: NamesApart | None = None) -> int:
+    """Districts and towns: equal, a spelling variant (Jaro-Winkler >= 0.92, or one typo in a
+    name of four letters or more: "Qena" / "Qega", "Saran" / "Sarfn"), or different.
+
+    `apart(x, y)`, when given, says whether two spellings are both established place names
+    (both written by enough records): one typo apart, they are then two places."""
     if not a or not b:
         return MISSING
     if a == b:
         return 0
-    return 1 if JaroWinkler.normalized_similarity(a, b) >= _CLOSE else 2
+    if JaroWinkler.normalized_similarity(a, b) >= _CLOSE:
+        return 1
+    one_typo = min(len(a), len(b)) >= 4 and OSA.distance(a, b, score_cutoff=1) <= 1
+    return 1 if one_typo and (apart is None or not apart(a, b)) else 2

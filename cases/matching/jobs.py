@@ -221,14 +221,14 @@ _ESTABLISHED_NAME_RECORDS = 3
 _ESTABLISHED_NAME_SHARE = 0.05
 
 
-def _names_apart(freq: FrequencyTable) -> cmp.NamesApart | None:
-    """Whether two name tokens are both established names (see `compare_person_names`); None
-    while too few records are counted to tell."""
-    if not freq.is_counted("person_token"):
+def _names_apart(freq: FrequencyTable, namespace: str = "person_token") -> cmp.NamesApart | None:
+    """Whether two name tokens (or two place names, `namespace` "district") are both
+    established (see `compare_person_names`); None while too few records are counted to tell."""
+    if not freq.is_counted(namespace):
         return None
 
     def apart(a: str, b: str) -> bool:
-        left, right = freq.count("person_token", a), freq.count("person_token", b)
+        left, right = freq.count(namespace, a), freq.count(namespace, b)
         rarer = min(left, right)
         return rarer >= _ESTABLISHED_NAME_RECORDS and rarer >= _ESTABLISHED_NAME_SHARE * max(
             left, right
@@ -381,7 +381,9 @@ def person_job(default_region: str | None = None) -> JobSpec[PersonRecord, Perso
         FieldSpec(
             "district",
             cmp.PLACE_NAME_LEVELS,
-            lambda a, b, _: cmp.compare_place_names(a.district, b.district),
+            lambda a, b, freq: cmp.compare_place_names(
+                a.district, b.district, _names_apart(freq, "district")
+            ),
             tf_levels=(0,),
             tf_frequency=_value_frequency("district", lambda f: f.district),
         ),

@@ -24,8 +24,8 @@ PERSON_TABLE = {
         (0.0005, 0.001, 0.003, 0.02, 0.02, 0.03, 0.9255),
     ),
     "dob": (
-        (0.78, 0.05, 0.05, 0.05, 0.02, 0.05),
-        (0.0001, 0.0001, 0.0002, 0.01, 0.003, 0.9866),
+        (0.78, 0.05, 0.05, 0.05, 0.02, 0.01, 0.04),
+        (0.0001, 0.0001, 0.0002, 0.01, 0.003, 0.01, 0.9766),
     ),
     # Half of the pairs give no passport number or phone on one side or both (the absence
     # levels), equally often for matches and non-matches: no evidence, as "missing" was.
