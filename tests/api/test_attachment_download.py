@@ -23,6 +23,7 @@ from cases.accounts import Role
 from server.resources import resources_of
 from server.retention import run_retention
 from server.settings import Settings
+from tests.api.asgi import get_scope
 from tests.api.conftest import Actor, make_actor
 from tests.api.sync_support import Client, Phone, create, new_phone, push, report
 from tests.api.test_retention import (
@@ -383,22 +384,7 @@ async def _asgi_get(
             if not message.get("more_body", False):
                 done.set()
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver")]
-        + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    scope = get_scope(path, headers)
     await app(scope, receive, send)
 
 

@@ -28,6 +28,7 @@ from litestar.testing import AsyncTestClient
 from cases.accounts import Role
 from server.passwords import hash_token, new_token
 from storage.accounts import SessionRepository
+from tests.api.asgi import get_scope
 from tests.api.conftest import Actor, make_actor
 from tests.api.sync_support import (
     Phone,
@@ -364,7 +365,6 @@ async def _call(
 
 async def _read_stream(app: Any, url: str, headers: dict[str, str]) -> tuple[int, str]:
     """What an endless (SSE) response sends in its first moments, straight over ASGI."""
-    path, _, query = url.partition("?")
     sent: list[bytes] = []
     status = 0
     requested = False
@@ -384,22 +384,7 @@ async def _read_stream(app: Any, url: str, headers: dict[str, str]) -> tuple[int
         elif message["type"] == "http.response.body":
             sent.append(message.get("body", b""))
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [(b"host", b"testserver")]
-        + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    scope = get_scope(url, headers)
     with anyio.move_on_after(STREAM_SECONDS):  # polling with a deadline: the stream never ends
         await app(scope, receive, send)
     return status, b"".join(sent).decode("utf-8", "replace")

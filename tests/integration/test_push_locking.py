@@ -295,24 +295,34 @@ async def test_two_phones_amending_the_same_reports_in_opposite_orders_both_appl
     assert [r[1] for r in await report_rows(pool, [x.id, y.id])] == [1, 1]
 
 
+async def case_manager(conn: Conn, org_id: uuid.UUID) -> CaseActor:
+    """A case manager of the org, inserted directly (the API is not what these tests race)."""
+    user = await conn.fetchval(
+        "INSERT INTO staff_users (org_id, email, display_name, role, password_hash)"
+        " VALUES ($1, $2, 'Case manager', 'case_manager', 'x') RETURNING id",
+        org_id,
+        f"cm-{uuid.uuid4().hex}@example.org",
+    )
+    return CaseActor.staff(user, supervisor=False)
+
+
 async def cases_with_a_task(pool: asyncpg.Pool, m: Monitor) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """Two cases (one of r1, one of r2), each with an open task for the monitor: (case, task)."""
     org_id, monitor_id = m.first.device.org_id, m.first.device.monitor_id
     async with pool.acquire() as conn, conn.transaction():
-        user = await conn.fetchval(
-            "INSERT INTO staff_users (org_id, email, display_name, role, password_hash)"
-            " VALUES ($1, $2, 'Case manager', 'case_manager', 'x') RETURNING id",
-            org_id,
-            f"cm-{uuid.uuid4().hex}@example.org",
-        )
-        staff = CaseActor.staff(user, supervisor=False)
+        staff = await case_manager(conn, org_id)
         pairs = []
         for report_id in (m.r1, m.r2):
             case = await create_case(conn, org_id=org_id, actor=staff, report_ids=[report_id])
             assert case is not None
             writer = await CaseWriter.lock(conn, org_id, case.id, None)
             task = await create_task(
-                conn, writer, staff, created_by=user, monitor_id=monitor_id, prompt="Any news?"
+                conn,
+                writer,
+                staff,
+                created_by=uuid.UUID(staff.id),
+                monitor_id=monitor_id,
+                prompt="Any news?",
             )
             pairs.append((case.id, task.id))
     return pairs
@@ -415,18 +425,17 @@ async def test_a_case_linking_a_report_while_a_push_answers_its_task_and_amends_
     m = monitor
     org_id, monitor_id = m.first.device.org_id, m.first.device.monitor_id
     async with pool.acquire() as conn, conn.transaction():
-        user = await conn.fetchval(
-            "INSERT INTO staff_users (org_id, email, display_name, role, password_hash)"
-            " VALUES ($1, $2, 'Case manager', 'case_manager', 'x') RETURNING id",
-            org_id,
-            f"cm-{uuid.uuid4().hex}@example.org",
-        )
-        staff = CaseActor.staff(user, supervisor=False)
+        staff = await case_manager(conn, org_id)
         case = await create_case(conn, org_id=org_id, actor=staff, report_ids=[m.r2])
         assert case is not None
         writer = await CaseWriter.lock(conn, org_id, case.id, None)
         task = await create_task(
-            conn, writer, staff, created_by=user, monitor_id=monitor_id, prompt="Any news?"
+            conn,
+            writer,
+            staff,
+            created_by=uuid.UUID(staff.id),
+            monitor_id=monitor_id,
+            prompt="Any news?",
         )
 
     async def link(conn: Conn) -> None:
