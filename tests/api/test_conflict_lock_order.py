@@ -23,9 +23,8 @@ from tests.api.sync_support import (
     Client,
     amend,
     create,
-    enroll,
-    enrollment_code,
     new_monitor,
+    new_phone,
     push,
     report,
 )
@@ -47,8 +46,7 @@ async def test_a_resolution_waits_for_the_report_without_holding_the_conflict(
 ) -> None:
     staff = await make_actor(client, pool, Role.CASE_MANAGER)
     monitor = await new_monitor(client, staff)
-    first = await enroll(client, await enrollment_code(client, staff, monitor))
-    second = await enroll(client, await enrollment_code(client, staff, monitor))
+    first, second = await new_phone(client, staff, monitor), await new_phone(client, staff, monitor)
     body = report()
     await push(client, first, [create(first, body)])
     await push(client, first, [amend(first, body["id"], 1, {"severity": 5})])
