@@ -311,21 +311,24 @@ async def cases_with_a_task(pool: asyncpg.Pool, m: Monitor) -> list[tuple[uuid.U
     org_id, monitor_id = m.first.device.org_id, m.first.device.monitor_id
     async with pool.acquire() as conn, conn.transaction():
         staff = await case_manager(conn, org_id)
-        pairs = []
-        for report_id in (m.r1, m.r2):
-            case = await create_case(conn, org_id=org_id, actor=staff, report_ids=[report_id])
-            assert case is not None
-            writer = await CaseWriter.lock(conn, org_id, case.id, None)
-            task = await create_task(
-                conn,
-                writer,
-                staff,
-                created_by=uuid.UUID(staff.id),
-                monitor_id=monitor_id,
-                prompt="Any news?",
-            )
-            pairs.append((case.id, task.id))
-    return pairs
+        return [
+            await case_with_a_task(conn, staff, org_id, monitor_id, report_id)
+            for report_id in (m.r1, m.r2)
+        ]
+
+
+async def case_with_a_task(
+    conn: Conn, staff: CaseActor, org_id: uuid.UUID, monitor_id: uuid.UUID, report_id: uuid.UUID
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """A case of the report with an open task for the monitor: (case, task)."""
+    case = await create_case(conn, org_id=org_id, actor=staff, report_ids=[report_id])
+    assert case is not None
+    writer = await CaseWriter.lock(conn, org_id, case.id, None)
+    task = await create_task(
+        conn, writer, staff, created_by=uuid.UUID(staff.id), monitor_id=monitor_id,
+        prompt="Any news?",
+    )  # fmt: skip
+    return case.id, task.id
 
 
 async def test_two_phones_creating_the_same_reports_in_opposite_orders_deadlock_once(
@@ -426,33 +429,23 @@ async def test_a_case_linking_a_report_while_a_push_answers_its_task_and_amends_
     org_id, monitor_id = m.first.device.org_id, m.first.device.monitor_id
     async with pool.acquire() as conn, conn.transaction():
         staff = await case_manager(conn, org_id)
-        case = await create_case(conn, org_id=org_id, actor=staff, report_ids=[m.r2])
-        assert case is not None
-        writer = await CaseWriter.lock(conn, org_id, case.id, None)
-        task = await create_task(
-            conn,
-            writer,
-            staff,
-            created_by=uuid.UUID(staff.id),
-            monitor_id=monitor_id,
-            prompt="Any news?",
-        )
+        case_id, task_id = await case_with_a_task(conn, staff, org_id, monitor_id, m.r2)
 
     async def link(conn: Conn) -> None:
         async with conn.transaction():
-            writer = await CaseWriter.lock(conn, org_id, case.id, None)
+            writer = await CaseWriter.lock(conn, org_id, case_id, None)
             await link_reports(conn, writer, staff, [m.r1])
 
     a = m.first
     mutations: list[Mutation] = [
-        a.answer(task.id, "The passports were given back."),
+        a.answer(task_id, "The passports were given back."),
         a.amend(m.r1, 1, severity=5),
     ]
     # The case manager waits for the case first, so it gets the case first.
     _, answer = await hold_then_race(
         pool,
         "SELECT id FROM cases WHERE id = $1 FOR UPDATE",
-        [case.id],
+        [case_id],
         link,
         functools.partial(send, phone=a, mutations=mutations),
     )
@@ -460,10 +453,10 @@ async def test_a_case_linking_a_report_while_a_push_answers_its_task_and_amends_
     assert [r.status.value for r in answer.results] == ["applied", "applied"]
     async with pool.acquire() as conn:
         linked = await conn.fetch(
-            "SELECT report_id FROM case_reports WHERE case_id = $1 ORDER BY report_id", case.id
+            "SELECT report_id FROM case_reports WHERE case_id = $1 ORDER BY report_id", case_id
         )
         assert [r["report_id"] for r in linked] == sorted([m.r1, m.r2])
-        assert await conn.fetchval("SELECT status FROM case_tasks WHERE id = $1", task.id) == (
+        assert await conn.fetchval("SELECT status FROM case_tasks WHERE id = $1", task_id) == (
             "answered"
         )
 
