@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -524,7 +525,9 @@ async def _refit_dedup(
     answers = {label for _, _, label in labelled}
     if len(labelled) >= MIN_LABELS and answers == {True, False}:
         fitted = corpus.matcher.refit_from_labels(labelled)
-    elif len(corpus.records) >= MIN_RECORDS_FOR_EM and _has_candidate_pairs(corpus):
+    elif len(corpus.records) >= MIN_RECORDS_FOR_EM and _has_candidate_pairs(
+        corpus, corpus.features.values()
+    ):
         fitted = corpus.matcher.fit(list(corpus.records.values()))
     else:
         return "unchanged: not enough reports or decisions yet"
@@ -554,8 +557,8 @@ async def _refit_entities(conn: Conn, cache: MatchingCache, org_id: uuid.UUID) -
         fitted = corpus.matcher.fit(
             labelled, against=registry, same=lambda mention, entity: (mention, entity) in accepted
         )
-    elif len(mentions) >= MIN_RECORDS_FOR_EM and any(
-        any(True for _ in corpus.index.candidates(corpus.matcher.job.prepare(m))) for m in mentions
+    elif len(mentions) >= MIN_RECORDS_FOR_EM and _has_candidate_pairs(
+        corpus, (corpus.matcher.job.prepare(m) for m in mentions)
     ):
         fitted = corpus.matcher.fit(mentions, against=registry)
     else:
@@ -579,9 +582,7 @@ def _mentions(row: Any) -> list[EntityRecord]:
     return found
 
 
-def _has_candidate_pairs(corpus: _Corpus) -> bool:
-    """EM needs pairs to learn from; blocking may give none in a small or spread-out org."""
-    return any(
-        any(True for _ in corpus.index.candidates(features))
-        for features in corpus.features.values()
-    )
+def _has_candidate_pairs(corpus: _Corpus, features: Iterable[Any]) -> bool:
+    """EM needs pairs to learn from; blocking may give none in a small or spread-out org (for
+    entities: mentions that share no blocking key with the registry)."""
+    return any(any(True for _ in corpus.index.candidates(f)) for f in features)
