@@ -364,6 +364,20 @@ async def test_an_upload_under_way_when_the_report_is_redacted_keeps_nothing(
         assert blob_backend.contents() == []
 
 
+async def erasing_while_another_org_uploads(
+    pool: asyncpg.Pool, store: BlobStore, a: Org, b: Org
+) -> uuid.UUID:
+    """Org a's report with the photo is redacted (its erasure queued) while org b's report
+    declaring the same photo has started its upload; returns b's report."""
+    async with pool.acquire() as conn:
+        redacted = await new_report(conn, a, PHOTO)
+        live = await new_report(conn, b, PHOTO)
+        await upload(conn, store, a, PHOTO)
+        assert (await start(conn, store, b, PHOTO)).missing == (0,)
+    await redact(pool, a, redacted)
+    return live
+
+
 async def test_an_upload_finishing_while_the_erasure_deletes_stores_the_bytes_again(
     pool: asyncpg.Pool, blob_backend: Backend, orgs: tuple[Org, Org]
 ) -> None:
@@ -372,12 +386,7 @@ async def test_an_upload_finishing_while_the_erasure_deletes_stores_the_bytes_ag
     the old bytes, keep no copy of its own, and lose them to the delete a moment later."""
     store = blob_backend.store
     a, b = orgs
-    async with pool.acquire() as conn:
-        redacted = await new_report(conn, a, PHOTO)
-        live = await new_report(conn, b, PHOTO)
-        await upload(conn, store, a, PHOTO)
-        assert (await start(conn, store, b, PHOTO)).missing == (0,)
-    await redact(pool, a, redacted)
+    live = await erasing_while_another_org_uploads(pool, store, a, b)
 
     paused = PausedStore(store, "delete")
     async with pool.acquire() as erasing, pool.acquire() as uploading:
@@ -406,12 +415,7 @@ async def test_an_erasure_arriving_while_an_upload_finishes_keeps_the_bytes(
 ) -> None:
     store = blob_backend.store
     a, b = orgs
-    async with pool.acquire() as conn:
-        redacted = await new_report(conn, a, PHOTO)
-        live = await new_report(conn, b, PHOTO)
-        await upload(conn, store, a, PHOTO)
-        assert (await start(conn, store, b, PHOTO)).missing == (0,)
-    await redact(pool, a, redacted)
+    live = await erasing_while_another_org_uploads(pool, store, a, b)
 
     paused = PausedStore(store, "complete")
     async with pool.acquire() as erasing, pool.acquire() as uploading:
