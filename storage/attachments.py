@@ -4,9 +4,10 @@ erasure of attachments whose reports retention redacted.
 An upload is tracked per organisation and hash. Parts go to the blob store as they come; when the
 last one is in, the store verifies the whole blob's sha256 (a mismatch keeps nothing), the blob is
 recorded as delivered for that organisation, and every report declaring it gets a fresh status.
-Finishing a blob and erasing one take the same hash lock (one of 1,024 buckets of hashes,
+Recording a blob and erasing one take the same hash lock (one of 1,024 buckets of hashes,
 docs/decisions/0112-push-lock-order.md), so a blob a live report needs is never deleted
-(docs/decisions/0105-blob-store.md, "Erasure").
+(docs/decisions/0105-blob-store.md, "Erasure"); the verification, which takes seconds for a large
+file, runs before the finish takes it, so pushes sharing the bucket do not wait for it.
 """
 
 from __future__ import annotations
@@ -228,51 +229,90 @@ async def declared_media(
 
 
 async def _finish(conn: Conn, blobs: BlobStore, device: DeviceAuth, sha256: str) -> UploadStatus:
-    """Verify and record the blob; the row lock makes concurrent last parts finish it once.
+    """Verify the blob, then record it.
 
-    The hash lock comes first: while it is held no erasure can decide that nothing needs the
-    bytes, so `complete` either finds them and records this organisation's copy before any
-    erasure looks, or finds them gone and stores them again.
+    The upload's row lock makes concurrent last parts finish it once. The store reads and hashes
+    the whole blob before the hash bucket is taken, so pushes sharing the bucket do not wait for
+    that; under the bucket only quick steps run: `complete` makes sure the bytes are (still)
+    stored, restoring them from the verified copy if an erasure deleted them meanwhile, and this
+    organisation's copy is recorded before any erasure can look again
+    (docs/decisions/0105-blob-store.md, "Erasure").
     """
-    info = None
-    erased = False
+    org_id = device.org_id
+    answer: UploadStatus | AttachmentRefused
     async with conn.transaction():
-        await conn.execute(Q.lock_blob_hash, sha256)
-        row = await conn.fetchrow(Q.lock_upload, device.org_id, sha256)
-        if row is None:  # another request finished it while we waited for the lock
-            delivered = await conn.fetchval(Q.blob_exists, device.org_id, sha256)
-            if delivered is None:
-                raise AttachmentRefused("upload_not_found", "the upload was discarded", 404)
-            return _complete(sha256, delivered, _DEFAULT_PART_SIZE)
-        if await conn.fetchval(Q.blob_erased_for_org, device.org_id, sha256):
-            # Redacted while the parts came in: keep nothing of it.
-            erased = True
-            await blobs.abort(row["upload_id"])
-        else:
-            try:
-                info = await blobs.complete(row["upload_id"])
-            except UploadIncomplete:
-                return await _status(blobs, await blobs.get_upload(row["upload_id"]))
-            except BlobHashMismatch:
-                info = None
-        await conn.execute(Q.delete_upload, device.org_id, sha256)
-        if info is not None:
-            await conn.execute(Q.insert_blob, device.org_id, sha256, info.size)
-            for report in await conn.fetch(Q.reports_declaring_blob, device.org_id, sha256):
-                content = msgspec.json.decode(report["content"], type=Report)
-                # Erased attachments of a redacted report count as settled, not awaited.
-                await publish_report_state(
-                    conn, device.org_id, report["monitor_id"], report["id"], content.attachments
-                )
+        row = await conn.fetchrow(Q.lock_upload, org_id, sha256)
+        if row is None:  # another request finished it while we waited for the row
+            return await _finished_meanwhile(conn, org_id, sha256)
+        upload_id = row["upload_id"]
+        try:
+            incomplete = await _assemble(conn, blobs, org_id, upload_id, sha256)
+            await conn.execute(Q.lock_blob_hash, sha256)
+            if await conn.fetchval(Q.blob_erased_for_org, org_id, sha256):
+                # Redacted while the parts came in (or were verified): keep nothing of it.
+                await _discard_erased(conn, blobs, upload_id, sha256)
+                answer = _erased()
+            elif incomplete is not None:
+                return incomplete
+            else:
+                info = await blobs.complete(upload_id)
+                await _record(conn, org_id, sha256, info.size)
+                answer = _complete(sha256, info.size, row["part_size"])
+        except BlobHashMismatch:
+            answer = AttachmentRefused(
+                "hash_mismatch",
+                "the parts do not add up to the declared sha256; nothing was kept, start again",
+            )
+        except UploadNotFound:  # the store no longer has it (swept as abandoned)
+            answer = _expired()
+        await conn.execute(Q.delete_upload, org_id, sha256)
     # Raised after the commit, so the forgotten upload stays forgotten; the store kept nothing.
-    if erased:
-        raise _erased()
-    if info is None:
-        raise AttachmentRefused(
-            "hash_mismatch",
-            "the parts do not add up to the declared sha256; nothing was kept, start again",
+    if isinstance(answer, AttachmentRefused):
+        raise answer
+    return answer
+
+
+async def _finished_meanwhile(conn: Conn, org_id: uuid.UUID, sha256: str) -> UploadStatus:
+    """The answer for a finish that found its upload already settled by a concurrent one."""
+    await _refuse_if_erased(conn, org_id, sha256)
+    delivered = await conn.fetchval(Q.blob_exists, org_id, sha256)
+    if delivered is None:  # the other one found a hash mismatch
+        raise AttachmentRefused("upload_not_found", "the upload was discarded", 404)
+    return _complete(sha256, delivered, _DEFAULT_PART_SIZE)
+
+
+async def _assemble(
+    conn: Conn, blobs: BlobStore, org_id: uuid.UUID, upload_id: str, sha256: str
+) -> UploadStatus | None:
+    """The slow part of a finish (reading and hashing the whole blob), done before the hash
+    bucket is taken; skipped for a hash already erased. The status if parts turn out missing."""
+    if await conn.fetchval(Q.blob_erased_for_org, org_id, sha256):
+        return None
+    try:
+        await blobs.assemble(upload_id)
+    except UploadIncomplete:
+        return await _status(blobs, await blobs.get_upload(upload_id))
+    return None
+
+
+async def _discard_erased(conn: Conn, blobs: BlobStore, upload_id: str, sha256: str) -> None:
+    """Drop an upload of an erased hash, and the bytes if no organisation holds them (`assemble`
+    may have stored them): what the erasure does, which left this upload to us because it does
+    not wait for an upload being finished."""
+    await blobs.abort(upload_id)
+    if not await conn.fetchval(Q.blob_held_by_any_org, sha256):
+        await blobs.delete(sha256)
+
+
+async def _record(conn: Conn, org_id: uuid.UUID, sha256: str, size: int) -> None:
+    """Record the organisation's copy and give every report declaring it a fresh status."""
+    await conn.execute(Q.insert_blob, org_id, sha256, size)
+    for report in await conn.fetch(Q.reports_declaring_blob, org_id, sha256):
+        content = msgspec.json.decode(report["content"], type=Report)
+        # Erased attachments of a redacted report count as settled, not awaited.
+        await publish_report_state(
+            conn, org_id, report["monitor_id"], report["id"], content.attachments
         )
-    return _complete(sha256, info.size, row["part_size"])
 
 
 async def erase_pending_attachments(conn: Conn, blobs: BlobStore, *, limit: int = 500) -> int:

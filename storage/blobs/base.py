@@ -316,9 +316,25 @@ class BlobStore(Protocol):
         """Parts received so far, by number, so a client resumes by sending only the others."""
         ...
 
+    async def assemble(self, upload_id: str) -> BlobInfo:
+        """The slow half of `complete`: assemble the parts in order and verify the whole sha256,
+        keeping the verified copy in the upload, which stays open.
+
+        UploadIncomplete if parts are missing (the upload stays open). On a hash mismatch the
+        upload is discarded and BlobHashMismatch raised. Once it has succeeded, calling it again
+        neither reads nor hashes the bytes. A backend may already store the blob here (S3 does,
+        so that the server-side copy is not left to `complete`); it may be deleted again before
+        `complete`, which then stores it from the verified copy.
+        """
+        ...
+
     async def complete(self, upload_id: str) -> BlobInfo:
         """Assemble the parts in order, verify the whole sha256, store the blob, end the upload.
 
+        After a successful `assemble` this is quick, with no reading or hashing of the bytes: it
+        stores the verified copy if the blob is not (or no longer) stored, and ends the upload.
+        Callers that must decide under a lock whether the bytes exist (attachments finishing an
+        upload) call `assemble` before taking it and `complete` under it.
         UploadIncomplete if parts are missing (the upload stays open). On a hash mismatch the
         upload is discarded and BlobHashMismatch raised. If the blob already exists the
         assembled copy is dropped and the existing info returned.

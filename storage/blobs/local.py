@@ -1,8 +1,9 @@
 """Content-addressed blob store on the local filesystem: the default when no S3 endpoint is set.
 
 Layout under the root: `sha256/aa/bb/<sha256>` (blobs), `tmp/` (puts in progress) and
-`uploads/<id>/` (a multipart upload's manifest and parts). Every write goes to a temporary file
-in the same filesystem, is fsynced, then renamed into place, so a blob is whole or absent.
+`uploads/<id>/` (a multipart upload's manifest, parts and, once assembled, its verified bytes).
+Every write goes to a temporary file in the same filesystem, is fsynced, then renamed into place,
+so a blob is whole or absent.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ _CHUNK_SIZE = 256 * 1024
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _PART_FILE = re.compile(r"(\d{5})\.([0-9a-f]{64})\.part")
 _MANIFEST = "manifest.json"
+_VERIFIED = "verified"  # the assembled parts, once their sha256 checked out
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -195,15 +197,20 @@ class LocalBlobStore:
         await self.get_upload(upload_id)
         return await self._run(_scan_parts, self._upload_dir(upload_id))
 
-    async def complete(self, upload_id: str) -> BlobInfo:
-        """See `BlobStore.complete`."""
+    async def assemble(self, upload_id: str) -> BlobInfo:
+        """See `BlobStore.assemble`: the parts become `uploads/<id>/verified`, renamed into place
+        only once the hash checks out; the blob is stored by `complete`, a rename."""
         upload = await self.get_upload(upload_id)
         directory = self._upload_dir(upload_id)
+        if not await self._run((directory / _VERIFIED).exists):
+            await self._verify_parts(upload, directory)
+        return BlobInfo(sha256=upload.sha256, size=upload.size)
+
+    async def _verify_parts(self, upload: Upload, directory: Path) -> None:
         parts = await self._run(_scan_parts, directory)
         if missing := upload.missing_parts(parts):
-            raise UploadIncomplete(upload_id, missing)
-        await self._run(self._tmp.mkdir, parents=True, exist_ok=True)
-        fd, name = await self._run(tempfile.mkstemp, dir=self._tmp, prefix="assemble-")
+            raise UploadIncomplete(upload.upload_id, missing)
+        fd, name = await self._run(tempfile.mkstemp, dir=directory, prefix="assemble-")
         assembled = Path(name)
         try:
             hasher = hashlib.sha256()
@@ -212,14 +219,20 @@ class LocalBlobStore:
                     await self._run(_append_part, out, directory / _part_name(part), hasher.update)
                 await self._run(_sync, out)
             if (actual := hasher.hexdigest()) != upload.sha256:
-                await self.abort(upload_id)
+                await self.abort(upload.upload_id)
                 raise BlobHashMismatch(upload.sha256, actual)
-            if not await self.exists(upload.sha256):
-                await self._run(_install, assembled, self._blob_path(upload.sha256))
+            await self._run(_install, assembled, directory / _VERIFIED)
         finally:
             await _shielded(self._run(assembled.unlink, missing_ok=True))
+
+    async def complete(self, upload_id: str) -> BlobInfo:
+        """See `BlobStore.complete`."""
+        info = await self.assemble(upload_id)
+        if not await self.exists(info.sha256):
+            verified = self._upload_dir(upload_id) / _VERIFIED
+            await self._run(_install, verified, self._blob_path(info.sha256))
         await self.abort(upload_id)
-        return BlobInfo(sha256=upload.sha256, size=upload.size)
+        return info
 
     async def abort(self, upload_id: str) -> None:
         """See `BlobStore.abort`."""

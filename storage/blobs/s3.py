@@ -65,6 +65,8 @@ class _UploadRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     upload: Upload
     s3_upload_id: str
+    verified: bool = False
+    """`assemble` checked the sha256 of the completed `data` object: it need not be read again."""
 
 
 class S3BlobStore:
@@ -253,16 +255,8 @@ class S3BlobStore:
         upload = Upload.plan(secrets.token_hex(16), expected_sha256, size, self._part_size)
         data_key = self._upload_key(upload.upload_id, "data")
         s3_upload = await self._run(_create, self._client, self._bucket, data_key)
-        manifest = msgspec.json.encode(_UploadRecord(upload=upload, s3_upload_id=s3_upload))
         try:
-            await self._run(
-                self._client.put_object,
-                self._bucket,
-                self._upload_key(upload.upload_id, "manifest"),
-                io.BytesIO(manifest),
-                len(manifest),
-                content_type="application/json",
-            )
+            await self._save(_UploadRecord(upload=upload, s3_upload_id=s3_upload))
         except BaseException:
             await _shielded(self._abort_quietly(data_key, s3_upload))
             raise
@@ -271,6 +265,17 @@ class S3BlobStore:
     async def get_upload(self, upload_id: str) -> Upload:
         """See `BlobStore.get_upload`."""
         return (await self._load(upload_id)).upload
+
+    async def _save(self, record: _UploadRecord) -> None:
+        manifest = msgspec.json.encode(record)
+        await self._run(
+            self._client.put_object,
+            self._bucket,
+            self._upload_key(record.upload.upload_id, "manifest"),
+            io.BytesIO(manifest),
+            len(manifest),
+            content_type="application/json",
+        )
 
     async def _load(self, upload_id: str) -> _UploadRecord:
         key = self._upload_key(upload_id, "manifest")
@@ -334,26 +339,41 @@ class S3BlobStore:
             raise
         return [PartInfo(number=p.part_number, size=p.size or 0, etag=p.etag) for p in parts]
 
-    async def complete(self, upload_id: str) -> BlobInfo:
-        """See `BlobStore.complete`.
+    async def assemble(self, upload_id: str) -> BlobInfo:
+        """See `BlobStore.assemble`.
 
         The parts are assembled into `uploads/<id>/data`, which is read back and hashed (streamed,
-        never whole in memory), then server-side copied to its content address. minio's
-        `copy_object` switches to a multipart compose above 5 GiB, so any S3 object size works.
+        never whole in memory); the manifest then records it as verified, and it is server-side
+        copied to its content address. minio's `copy_object` switches to a multipart compose
+        above 5 GiB, so any S3 object size works.
         """
         record = await self._load(upload_id)
+        if not record.verified:
+            await self._verify_data(record)
+            await self._save(msgspec.structs.replace(record, verified=True))
+        await self._copy_into_place(record.upload)
+        return BlobInfo(sha256=record.upload.sha256, size=record.upload.size)
+
+    async def complete(self, upload_id: str) -> BlobInfo:
+        """See `BlobStore.complete`: after `assemble`, a look at the blob (a copy if it went
+        meanwhile) and the removal of the upload's objects."""
+        info = await self.assemble(upload_id)
+        await self.abort(upload_id)
+        return info
+
+    async def _verify_data(self, record: _UploadRecord) -> None:
         upload = record.upload
-        data_key = self._upload_key(upload_id, "data")
+        data_key = self._upload_key(upload.upload_id, "data")
         try:
-            parts = await self.list_parts(upload_id)
+            parts = await self.list_parts(upload.upload_id)
         except UploadNotFound:
-            # An earlier complete got as far as assembling the data object, then failed.
+            # An earlier assemble got as far as assembling the data object, then failed.
             if await self._object_size(data_key) is None:
-                await self.abort(upload_id)
+                await self.abort(upload.upload_id)
                 raise
         else:
             if missing := upload.missing_parts(parts):
-                raise UploadIncomplete(upload_id, missing)
+                raise UploadIncomplete(upload.upload_id, missing)
             listed = [Part(p.number, p.etag) for p in parts if p.number <= upload.part_count]
             await self._run(
                 _complete, self._client, self._bucket, data_key, record.s3_upload_id, listed
@@ -361,14 +381,14 @@ class S3BlobStore:
         try:
             await self._verify_object(data_key, upload.sha256)
         except BlobHashMismatch:
-            await self.abort(upload_id)
+            await self.abort(upload.upload_id)
             raise
+
+    async def _copy_into_place(self, upload: Upload) -> None:
         if not await self.exists(upload.sha256):
-            source = CopySource(self._bucket, data_key)
+            source = CopySource(self._bucket, self._upload_key(upload.upload_id, "data"))
             blob_key = self._blob_key(upload.sha256)
             await self._run(self._client.copy_object, self._bucket, blob_key, source)
-        await self.abort(upload_id)
-        return BlobInfo(sha256=upload.sha256, size=upload.size)
 
     async def _verify_object(self, key: str, sha256: str) -> None:
         response = await self._run(self._client.get_object, self._bucket, key)

@@ -223,14 +223,22 @@ RETURNING 1;
 DELETE FROM blob_uploads WHERE org_id = $1 AND sha256 = $2;
 
 -- name: take_upload
-DELETE FROM blob_uploads WHERE org_id = $1 AND sha256 = $2 RETURNING upload_id;
+-- The erasure holds the hash bucket and must not wait for an upload row: a finish holds that
+-- row while the store verifies, before it takes the bucket (decision 0112, the lock order). A
+-- locked row is such a finish, which re-checks under the bucket once this erasure has committed
+-- and discards an erased upload itself.
+DELETE FROM blob_uploads WHERE (org_id, sha256) IN (
+    SELECT org_id, sha256 FROM blob_uploads WHERE org_id = $1 AND sha256 = $2
+    FOR UPDATE SKIP LOCKED)
+RETURNING upload_id;
 
 -- name: lock_blob_hash
 -- Serialises what decides whether a blob's bytes exist: an upload finishing the blob and
 -- retention erasing it take this exclusively, a push declaring it shares it (share_blob_buckets);
 -- see docs/decisions/0105-blob-store.md, "Erasure". The key is one of 1,024 buckets of the hash,
 -- in a two-key space of its own: hashes sharing a bucket only wait for each other. Finishing and
--- erasing take one bucket each, first in their transactions; only a push takes several.
+-- erasing take one bucket each (erasing first in its transaction, finishing after its upload row
+-- and the store's verification, so pushes do not wait for the hashing); only a push takes several.
 SELECT pg_advisory_xact_lock(hashtext('fairwatch.blob'), hashtext($1) & 1023);
 
 -- name: blob_erased_for_org
