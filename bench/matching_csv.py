@@ -18,8 +18,9 @@ Columns (header names are case-insensitive; the first listed alias present is us
 | truth | `--truth-column` (default: cluster_id, then entity_id, then person_id) | records with the same value are the same person; `--truth-regex` keeps its first group (FEBRL: `--truth-column rec_id --truth-regex 'rec-(\\d+)'`) |
 
 Empty cells are missing values. Fitting: `em` (the default) estimates the model on all
-records without looking at the truth and links at `--link` (default: the job's auto-link
-threshold); `labels` splits the people in two halves (by a hash of the truth value), fits on
+records without looking at the truth and links at `--link` (default: the auto-link and merge
+thresholds the fitted model itself expects to give the best pairwise F1 over these records, as
+an organisation's refit chooses them, `cases.matching.linkage.dedup_thresholds_for_f1`); `labels` splits the people in two halves (by a hash of the truth value), fits on
 one half with its labels, chooses the auto-link and merge thresholds with the best pairwise
 F1 on it (as the benchmark does), and evaluates on the other half. Both print pairwise precision, recall and F1 (the truth is used
 for scoring only, and, with `labels`, for fitting on the training half).
@@ -37,6 +38,7 @@ from pathlib import Path
 
 from bench.matching_quality import choose_dedup_thresholds, pairwise_scores
 from cases.matching import Matcher, PersonRecord, person_job
+from cases.matching.linkage import dedup_thresholds_for_f1
 
 __all__ = [
     "CsvEvaluation",
@@ -183,7 +185,9 @@ def evaluate_persons_csv(
     link: float | None = None,
 ) -> CsvEvaluation:
     """Fit the person matcher (EM on all records, or labels on one half of the people) and
-    score its clusters against the truth."""
+    score its clusters against the truth. Without `link`, EM's thresholds are the ones the
+    fitted model expects to give the best F1 (`dedup_thresholds_for_f1`, as an organisation's
+    refit chooses them), labels' the best F1 on the labelled half."""
     matcher = Matcher(person_job())
     if fit == "labels":
         train = [r for r in records if _half(truth[r.id]) == 0]
@@ -195,6 +199,8 @@ def evaluate_persons_csv(
     elif fit == "em":
         test = list(records)
         fitted = matcher.fit(test, seed=1)
+        if link is None:  # as an org's refit does: the thresholds of the best expected F1
+            fitted, _ = dedup_thresholds_for_f1(fitted, fitted.score_batch(test))
     else:
         raise ValueError(f"unknown fit {fit!r}: em or labels")
     if link is not None:

@@ -19,7 +19,7 @@ import msgspec
 from cases.matching.blocking import CandidateIndex
 from cases.matching.engine import Matcher, ScoredCandidate
 from cases.matching.jobs import entity_job, incident_job, person_job
-from cases.matching.linkage import with_link_threshold_for_precision
+from cases.matching.linkage import dedup_thresholds_for_f1, with_link_threshold_for_precision
 from cases.matching.model import MatchModel
 from cases.matching.records import EntityRecord, IncidentRecord, PersonRecord
 from cases.reports import PartyReference, Report
@@ -279,7 +279,7 @@ async def _match_incident(
     # Its own incident first, so that undoing a later link can put it back exactly here.
     own = await conn.fetchval(Q.insert_incident, org_id)
     await conn.execute(Q.set_incident_member, report.id, org_id, own, None)
-    for candidate in corpus.matcher.match_one(record, corpus.index, limit=3):
+    for candidate in await _join_decisions(conn, corpus, Q.incident_group_of_report, record):
         if candidate.decision == "no_link":
             continue
         if candidate.decision == "link":
@@ -298,6 +298,22 @@ async def _match_incident(
     # A case follows every incident: a new one opens, a joined one takes the report in.
     final = await conn.fetchval(Q.incident_of_report, report.id)
     await open_case_for_incident(conn, org_id=org_id, incident_id=final)
+
+
+async def _join_decisions(
+    conn: Conn, corpus: _Corpus, group_query: str, record: Any
+) -> list[ScoredCandidate]:
+    """A new report's dedup candidates, a link kept only where the candidate's whole group
+    agrees with the report on average (`Matcher.join_decisions`)."""
+    candidates = corpus.matcher.match_one(record, corpus.index, limit=3)
+    groups: dict[str, list[Any]] = {}
+    for candidate in candidates:
+        if candidate.decision == "link":
+            rows = await conn.fetch(group_query, uuid.UUID(candidate.id))
+            members = [corpus.features.get(r["report_id"]) for r in rows]
+            groups[candidate.id] = [m for m in members if m is not None]
+    features = corpus.matcher.job.prepare(record)
+    return corpus.matcher.join_decisions(features, candidates, groups, corpus.index.frequencies)
 
 
 async def _incident_for(conn: Conn, org_id: uuid.UUID, report_id: uuid.UUID) -> uuid.UUID:
@@ -365,7 +381,7 @@ async def _match_person(
     features = corpus.matcher.job.prepare(record)
     own = await conn.fetchval(Q.insert_person, org_id)
     await conn.execute(Q.set_person_member, report.id, org_id, own, None)
-    for candidate in corpus.matcher.match_one(record, corpus.index, limit=3):
+    for candidate in await _join_decisions(conn, corpus, Q.person_group_of_report, record):
         if candidate.decision == "no_link":
             continue
         if candidate.decision == "link":
@@ -531,6 +547,8 @@ async def _refit_dedup(
         fitted = corpus.matcher.fit(list(corpus.records.values()))
     else:
         return "unchanged: not enough reports or decisions yet"
+    # Auto-link and merge where the fitted model expects the best F1 over the org's own records.
+    fitted, _ = dedup_thresholds_for_f1(fitted, fitted.score_batch(list(corpus.records.values())))
     await conn.execute(Q.put_match_model, org_id, job, _ENCODER.encode(fitted.model).decode())
     cache.forget(org_id)
     return fitted.model.method

@@ -5,7 +5,7 @@ against an incremental index, clusters a batch from scratch, and fits its own mo
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Generic, Literal, TypeVar
 
 import msgspec
@@ -99,6 +99,8 @@ class ScoredBatch(Generic[F]):
         self.features = features
         self.frequencies = frequencies
         self.weights = weights
+        # `group` adds the pairs it scores on demand after these (dicts keep their order).
+        self.candidate_pairs = len(weights)
 
 
 class _DisjointSets:
@@ -286,6 +288,44 @@ class Matcher(Generic[R, F]):
             decision="review" if decision == "link" else decision,
         )
 
+    def join_decisions(
+        self,
+        record: F,
+        candidates: Sequence[ScoredCandidate],
+        groups: Mapping[str, Sequence[F]],
+        frequencies: FrequencyTable,
+    ) -> list[ScoredCandidate]:
+        """Dedup, one new record at a time (the worker): `match_one`'s candidates with the
+        decisions that may join the record to a candidate's group (`groups`: the members of each
+        linked candidate's current group). As in `group`, a link joins only when the record's
+        mean probability against the group's members (at most 50) reaches the merge threshold,
+        so one strong pair does not pull a record into a group the rest of which disagrees;
+        otherwise it is a review, and so is every later link (a runner-up is not linked because
+        the best candidate was doubtful)."""
+        decided: list[ScoredCandidate] = []
+        may_link = True
+        for candidate in candidates:
+            if candidate.decision == "link":
+                members = groups.get(candidate.id, ())[:50]
+                mean = (
+                    sum(
+                        self.model.probability(self.total_weight(record, m, frequencies))
+                        for m in members
+                    )
+                    / len(members)
+                    if members
+                    else candidate.probability
+                )
+                if not may_link or mean < self._merge_threshold():
+                    candidate = msgspec.structs.replace(candidate, decision="review")
+                    may_link = False
+            decided.append(candidate)
+        return decided
+
+    def _merge_threshold(self) -> float:
+        thresholds = self.model.thresholds
+        return thresholds.review if thresholds.merge is None else thresholds.merge
+
     def score_batch(self, records: Sequence[R]) -> ScoredBatch[F]:
         """Index a batch from scratch and score every candidate pair once (the expensive
         half of `cluster`; `group` can then be run at several thresholds)."""
@@ -309,7 +349,7 @@ class Matcher(Generic[R, F]):
         (the batch must come from a matcher with the same model but for its thresholds)."""
         features, frequencies, weights = batch.features, batch.frequencies, batch.weights
         threshold = self.model.thresholds
-        merge = threshold.review if threshold.merge is None else threshold.merge
+        merge = self._merge_threshold()
         links = sorted(
             (
                 (weight, a, b)

@@ -43,6 +43,20 @@ SELECT incident_id FROM incident_members WHERE report_id = $1;
 -- name: person_of_report
 SELECT person_id FROM person_members WHERE report_id = $1;
 
+-- name: incident_group_of_report
+-- The reports of a candidate's incident (itself included), oldest first: what a new report
+-- must agree with on average to join it.
+SELECT other.report_id::text AS report_id
+FROM incident_members own JOIN incident_members other ON other.incident_id = own.incident_id
+WHERE own.report_id = $1
+ORDER BY other.linked_at, other.report_id LIMIT 50;
+
+-- name: person_group_of_report
+SELECT other.report_id::text AS report_id
+FROM person_members own JOIN person_members other ON other.person_id = own.person_id
+WHERE own.report_id = $1
+ORDER BY other.linked_at, other.report_id LIMIT 50;
+
 -- name: insert_incident
 INSERT INTO incidents (org_id) VALUES ($1) RETURNING id;
 

@@ -10,7 +10,8 @@ import msgspec
 import pytest
 
 from cases.accounts import Role
-from cases.matching.jobs import incident_job
+from cases.matching.jobs import incident_job, person_job
+from cases.matching.linkage import DEDUP_LINK_GRID, DEDUP_MERGE_GRID
 from cases.matching.model import MatchModel, starting_model
 from server import matching_jobs
 from server.worker import WorkerContext, run_worker_once
@@ -229,6 +230,57 @@ async def test_the_same_worker_across_reports_is_one_person(
     ]
 
 
+async def _person_of(pool: asyncpg.Pool, report_id: str) -> uuid.UUID:
+    async with pool.acquire() as conn:
+        person: uuid.UUID = await conn.fetchval(Q.person_of_report, uuid.UUID(report_id))
+    return person
+
+
+@pytest.mark.parametrize("merge", [0.5, 0.9])
+async def test_a_report_joins_a_person_only_if_the_whole_person_agrees(
+    client: Client, pool: asyncpg.Pool, merge: float
+) -> None:
+    """The first two reports agree on everything they both give (all but the phone). A third
+    matches the second strongly (name, date of birth, the same phone) but the first less (no
+    passport or phone to compare, another district): it joins their person when the two
+    together agree on average (merge 0.5; with the starting model about 0.99 and 0.63), and
+    goes to review when they must agree at 0.9 on average."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    fresh = starting_model("person", [(f.name, f.levels, f.tf_levels) for f in person_job().fields])
+    model = msgspec.structs.replace(
+        fresh, thresholds=msgspec.structs.replace(fresh.thresholds, link=0.9, merge=merge)
+    )
+    async with pool.acquire() as conn:
+        await conn.execute(
+            Q.put_match_model, staff.org_id, "person", msgspec.json.encode(model).decode()
+        )
+    phone = await new_phone(client, staff)
+    ram = {"name": "Ram Bahadur Thapa", "date_of_birth": "1994-03-12"}
+    first = report(worker={**ram, "passport_number": "PA1234567", "home_district": "Kaski"})
+    second = report(
+        worker={**ram, "passport_number": "PA1234567", "home_district": "Kaski",
+                "phone": "+9779841234567"}
+    )  # fmt: skip
+    third = report(worker={**ram, "phone": "+9779841234567", "home_district": "Jhapa"})
+    await push(client, phone, [create(phone, first), create(phone, second)])
+    await drain(client, pool)
+    assert await _person_of(pool, first["id"]) == await _person_of(pool, second["id"])
+    await push(client, phone, [create(phone, third)])
+    await drain(client, pool)
+
+    joined = await _person_of(pool, third["id"]) == await _person_of(pool, first["id"])
+    pending = await decisions(client, staff, job="person", status="pending_review")
+    assert joined == (merge == 0.5)
+    if joined:
+        assert pending == []
+    else:
+        # The strong pair is put to a human, with its score, not linked and not lost.
+        by_candidate = {item["candidate_id"]: item for item in pending}
+        assert {item["subject_id"] for item in pending} == {third["id"]}
+        assert set(by_candidate) == {first["id"], second["id"]}
+        assert by_candidate[second["id"]]["probability"] >= 0.9
+
+
 async def test_refit_learns_the_orgs_own_model(client: Client, pool: asyncpg.Pool) -> None:
     staff = await make_actor(client, pool, Role.CASE_MANAGER)
     phone = await new_phone(client, staff)
@@ -243,11 +295,17 @@ async def test_refit_learns_the_orgs_own_model(client: Client, pool: asyncpg.Poo
     ).status_code == 404
     await drain(client, pool)
     async with pool.acquire() as conn:
-        model = await conn.fetchval(
-            "SELECT model->>'method' FROM match_models WHERE org_id = $1 AND job = 'incident'",
+        stored = await conn.fetchval(
+            "SELECT model::text FROM match_models WHERE org_id = $1 AND job = 'incident'",
             staff.org_id,
         )
-    assert model == "em"
+    model = msgspec.json.decode(stored, type=MatchModel)
+    assert model.method == "em"
+    # Its thresholds are the ones it expects to cluster the org's reports best by (the job's
+    # defaults have no merge threshold), with a review band below the auto-link one.
+    thresholds = model.thresholds
+    assert thresholds.link in DEDUP_LINK_GRID and thresholds.merge in DEDUP_MERGE_GRID
+    assert thresholds.review == min(incident_job().thresholds.review, thresholds.link / 2)
 
 
 async def test_a_model_from_before_a_comparator_change_is_refitted_by_itself(
