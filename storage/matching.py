@@ -28,6 +28,7 @@ from storage.db import Conn
 from storage.errors import NotFound, StorageError
 from storage.jobs import JobQueue
 from storage.keyring import Keyring
+from storage.match_settings import PinnedThresholds, pinned_thresholds, with_pin
 from storage.queries import Q
 from storage.reports import SealedParts, sealed_context
 
@@ -65,6 +66,13 @@ class _Corpus:
     records: dict[str, Any] = field(default_factory=dict)
     watermark: tuple[dt.datetime, uuid.UUID] = (_EPOCH, _NIL)
     stamp: Any = None
+    # `matcher` is this one with the org's pinned thresholds (`storage.match_settings`), if any.
+    # Refits fit from the unpinned one, so a pin never ends up in a fitted model.
+    unpinned: Matcher[Any, Any] = field(init=False)
+    pin: PinnedThresholds | None = None
+
+    def __post_init__(self) -> None:
+        self.unpinned = self.matcher
 
 
 class MatchingCache:
@@ -80,6 +88,11 @@ class MatchingCache:
             matcher = await _matcher(conn, org_id, job)
             corpus = _Corpus(matcher, matcher.new_index())
             self._corpora[key] = corpus
+        # Read at every use, so a pin an org admin sets or clears (in the API process) is in
+        # force at this process's next match. The index does not depend on thresholds.
+        pin = await pinned_thresholds(conn, org_id, job)
+        if pin != corpus.pin:
+            corpus.matcher, corpus.pin = with_pin(corpus.unpinned, pin), pin
         return corpus
 
     def forget(self, org_id: uuid.UUID) -> None:
@@ -540,11 +553,11 @@ async def _refit_dedup(
     ]
     answers = {label for _, _, label in labelled}
     if len(labelled) >= MIN_LABELS and answers == {True, False}:
-        fitted = corpus.matcher.refit_from_labels(labelled)
+        fitted = corpus.unpinned.refit_from_labels(labelled)
     elif len(corpus.records) >= MIN_RECORDS_FOR_EM and _has_candidate_pairs(
         corpus, corpus.features.values()
     ):
-        fitted = corpus.matcher.fit(list(corpus.records.values()))
+        fitted = corpus.unpinned.fit(list(corpus.records.values()))
     else:
         return "unchanged: not enough reports or decisions yet"
     # Auto-link and merge where the fitted model expects the best F1 over the org's own records.
@@ -572,13 +585,13 @@ async def _refit_entities(conn: Conn, cache: MatchingCache, org_id: uuid.UUID) -
     subjects = {r["subject_id"] for r in decided}
     labelled = [m for m in mentions if m.id in subjects]
     if len(decided) >= MIN_LABELS and answers == {True, False} and labelled:
-        fitted = corpus.matcher.fit(
+        fitted = corpus.unpinned.fit(
             labelled, against=registry, same=lambda mention, entity: (mention, entity) in accepted
         )
     elif len(mentions) >= MIN_RECORDS_FOR_EM and _has_candidate_pairs(
         corpus, (corpus.matcher.job.prepare(m) for m in mentions)
     ):
-        fitted = corpus.matcher.fit(mentions, against=registry)
+        fitted = corpus.unpinned.fit(mentions, against=registry)
     else:
         return "unchanged: not enough report mentions of employers or recruiters yet"
     # Auto-link only where the fitted model expects its links over the org's own mentions to

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
-from litestar import get, post
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar import delete, get, post, put
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from cases.accounts import Role
 from server.auth import ANY_STAFF, Caller, audit_staff, requires
@@ -19,6 +20,14 @@ from server.resources import Db
 from storage.db import KEYSET_START
 from storage.errors import NotFound
 from storage.jobs import JobQueue
+from storage.match_settings import (
+    PinnedThresholds,
+    ThresholdSetting,
+    ThresholdsInForce,
+    clear_thresholds,
+    pin_thresholds,
+    thresholds_in_force,
+)
 from storage.matching import DecisionConflict, decide, undo_decision
 from storage.queries import Q
 
@@ -249,19 +258,99 @@ class RefitQueued(msgspec.Struct, frozen=True):
     summary="Refit this job's model from your decisions (or by EM on your data), in the background",
 )
 async def refit(principal: Caller, db: Db, job: FromPath[str]) -> RefitQueued:
-    if job not in ("incident", "entity", "person"):
-        raise NotFound("matching job", job)
     queued = await JobQueue(db).enqueue(
         "matching.refit",
-        {"job": job},
+        {"job": _job(job)},
         org_id=principal.org_id,
         dedupe_key=f"{principal.org_id}:{job}",
     )
     return RefitQueued(job=job, queued=queued is not None)
 
 
+def _job(job: str) -> Job:
+    # A path segment, not a query parameter: an unknown job is a resource that does not exist.
+    if job in ("incident", "entity", "person"):
+        return cast(Job, job)
+    raise NotFound("matching job", job)
+
+
+_Probability = Annotated[float, msgspec.Meta(gt=0, lt=1)]
+
+
+class ThresholdsUpdate(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An org admin's own thresholds for a job: auto-link at `link` and above, review from
+    `review`; `merge` (dedup jobs: how much a whole group must agree with a report for it to
+    join) left out keeps the model's own."""
+
+    link: _Probability
+    review: _Probability
+    merge: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.review > self.link:
+            raise ValueError("review must not be above link")  # a 422 naming the body
+
+
+def _audited(setting: ThresholdSetting | None) -> dict[str, float | None] | None:
+    if setting is None:
+        return None
+    return {"link": setting.link, "review": setting.review, "merge": setting.merge}
+
+
+@get(
+    "/v1/matching/{job:str}/thresholds",
+    guards=[requires(*_CASE_TEAM)],
+    tags=["matching"],
+    summary="The thresholds matching uses for this job: your pinned ones, fitted or default",
+)
+async def get_thresholds(principal: Caller, db: Db, job: FromPath[str]) -> ThresholdsInForce:
+    return await thresholds_in_force(db, principal.org_id, _job(job))
+
+
+@put(
+    "/v1/matching/{job:str}/thresholds",
+    guards=[requires(Role.ORG_ADMIN)],
+    tags=["matching"],
+    summary="Pin your own auto-link and review thresholds for this job (refits keep them)",
+)
+async def put_thresholds(
+    principal: Caller, db: Db, job: FromPath[str], data: JSONBody[ThresholdsUpdate]
+) -> ThresholdsInForce:
+    kind = _job(job)
+    pin = PinnedThresholds(link=data.link, review=data.review, merge=data.merge)
+    async with db.transaction():
+        previous, saved = await pin_thresholds(db, principal.org_id, kind, pin, principal.user_id)
+        await audit_staff(
+            db, principal, "matching.thresholds_pin", "match_settings", kind,
+            old=_audited(previous), new=_audited(saved),
+        )  # fmt: skip
+    # The worker reads the pin at its next match (storage.matching.MatchingCache.corpus).
+    return await thresholds_in_force(db, principal.org_id, kind)
+
+
+@delete(
+    "/v1/matching/{job:str}/thresholds",
+    guards=[requires(Role.ORG_ADMIN)],
+    status_code=HTTP_204_NO_CONTENT,
+    tags=["matching"],
+    summary="Clear your pinned thresholds: the fitted (or default) ones are in force again",
+)
+async def delete_thresholds(principal: Caller, db: Db, job: FromPath[str]) -> None:
+    kind = _job(job)
+    async with db.transaction():
+        removed = await clear_thresholds(db, principal.org_id, kind)
+        if removed is not None:  # clearing no pin changes nothing
+            await audit_staff(
+                db, principal, "matching.thresholds_clear", "match_settings", kind,
+                old=_audited(removed), new=None,
+            )  # fmt: skip
+
+
 ROUTES: list[Any] = [
     refit,
+    get_thresholds,
+    put_thresholds,
+    delete_thresholds,
     list_decisions,
     get_decision,
     accept_decision,
