@@ -2,7 +2,9 @@
 
 The device row is locked first, so two pushes from one device never interleave; each mutation's
 final result is stored once (primary key on the mutation id) and replayed verbatim on resend.
-Everything a push accepts is committed before the response is built.
+Everything a push accepts is committed before the response is built. New reports and edits go in
+batched runs (storage/push_bulk.py, storage/push_edits.py); task answers, and a run the database
+refuses, go one mutation at a time (storage/push_single.py).
 
 Locks, in this order and all before the first mutation is applied: the device row, the buckets
 of declared attachment hashes (shared), then the rows of the reports the batch touches that exist
@@ -16,21 +18,17 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable, Set
 
-import asyncpg
 import msgspec
 
 from storage.db import Conn
 from storage.devices import DeviceAuth
-from storage.feed import publish_report_state, publish_report_tombstone
-from storage.jobs import JobQueue
 from storage.keyring import Keyring
 from storage.push_bulk import create_reports
-from storage.push_edits import edit_reports, refuse_withdrawal, rejected
+from storage.push_edits import edit_reports
+from storage.push_single import ApplyContext, apply_in_savepoint, apply_one_by_one
 from storage.queries import Q
 from storage.reports import ReportStore
-from storage.tasks import answer_task
-from sync.apply import decide_amend, decide_create
-from sync.clock import ClockEstimate, estimate_clock_offset, offset_sample, report_time_flags
+from sync.clock import estimate_clock_offset, offset_sample
 from sync.codec import DecodedPush, InvalidMutation, WireFormat, decode_one_mutation
 from sync.messages import (
     AmendReport,
@@ -38,9 +36,7 @@ from sync.messages import (
     CreateReport,
     DeleteReport,
     MutationResult,
-    MutationStatus,
     PushResponse,
-    ReasonCode,
 )
 from sync.push import (
     ApplyStep,
@@ -62,13 +58,6 @@ _ENCODER = msgspec.json.Encoder()
 _STORED_COLUMNS = (
     "mutation_id", "org_id", "device_id", "seq", "body_hash", "result", "received_at",
 )  # fmt: skip
-
-
-class _Context(msgspec.Struct, frozen=True, kw_only=True):
-    device: DeviceAuth
-    known_categories: Set[str]
-    retired_categories: Set[str]
-    clock: ClockEstimate | None
 
 
 async def execute_push(
@@ -123,7 +112,7 @@ async def execute_push(
         samples = samples[-CLOCK_SAMPLES_KEPT:]
         seconds = [s.total_seconds() if isinstance(s, dt.timedelta) else s for s in samples]
         clock = estimate_clock_offset([dt.timedelta(seconds=s) for s in seconds])
-        ctx = _Context(
+        ctx = ApplyContext(
             device=device,
             known_categories=known_categories,
             retired_categories=retired_categories,
@@ -147,11 +136,10 @@ async def execute_push(
         async def settle(
             run: list[ApplyStep], bulk: dict[uuid.UUID, MutationResult] | None
         ) -> None:
+            # Refused as a batch (None): one by one, so only the culprit fails.
+            settled = bulk if bulk is not None else await apply_one_by_one(conn, reports, run, ctx)
             for step in run:
-                if bulk is None:  # refused as a batch: one by one, so only the culprit fails
-                    results[step.mutation_id] = await _apply_in_savepoint(conn, reports, step, ctx)
-                else:
-                    results[step.mutation_id] = bulk[step.mutation_id]
+                results[step.mutation_id] = settled[step.mutation_id]
 
         async def flush_creates() -> None:
             if creates:
@@ -203,7 +191,7 @@ async def execute_push(
                 edited_ids.add(mutation.report_id)
             else:
                 # Task answers touch no report: neither run needs to be flushed before them.
-                results[step.mutation_id] = await _apply_in_savepoint(conn, reports, step, ctx)
+                results[step.mutation_id] = await apply_in_savepoint(conn, reports, step, ctx)
         await flush_creates()
         await flush_edits()
         if plan.steps:
@@ -284,33 +272,6 @@ async def _lock_reports(conn: Conn, steps: Iterable[ApplyStep]) -> None:
         await conn.execute(Q.lock_reports, ids)
 
 
-async def _apply_in_savepoint(
-    conn: Conn, reports: ReportStore, step: ApplyStep, ctx: _Context
-) -> MutationResult:
-    """One mutation in its own savepoint: if the database refuses it (a constraint the decoder
-    could not know), it alone is rejected and the rest of the batch goes on."""
-    try:
-        async with conn.transaction():
-            return await _apply_step(conn, reports, step, ctx)
-    except (
-        asyncpg.exceptions.DataError,
-        asyncpg.exceptions.IntegrityConstraintViolationError,
-    ) as exc:
-        # The message alone: PostgreSQL's DETAIL quotes the failing row, which has no place in
-        # a stored result or in an answer to a device.
-        return rejected(step, ReasonCode.INVALID, f"refused by the database: {exc.message}")
-
-
-async def _queue_matching(conn: Conn, device: DeviceAuth, report_id: uuid.UUID) -> None:
-    # Same transaction as the report: a committed report always has its matching job.
-    await JobQueue(conn).enqueue(
-        "reports.match",
-        {"report_id": str(report_id)},
-        org_id=device.org_id,
-        dedupe_key=str(report_id),
-    )
-
-
 def _declared_hashes(mutations: Iterable[object]) -> list[str]:
     hashes: set[str] = set()
     for m in mutations:
@@ -330,101 +291,3 @@ def _mutation_id(mutation: object) -> uuid.UUID:
         return mutation.envelope.mutation_id
     assert isinstance(mutation, CreateReport | AmendReport | AnswerTask | DeleteReport)
     return mutation.mutation_id
-
-
-async def _apply_step(
-    conn: Conn, reports: ReportStore, step: ApplyStep, ctx: _Context
-) -> MutationResult:
-    mutation = step.mutation
-    device = ctx.device
-    if isinstance(mutation, CreateReport):
-        existing = await reports.lock(device.org_id, mutation.report.id)
-        outcome = decide_create(
-            mutation,
-            monitor_id=device.monitor_id,
-            existing=existing,
-            known_categories=ctx.known_categories,
-            retired_categories=ctx.retired_categories,
-            received_at=step.received_at,
-        )
-        if outcome.write is not None:
-            report = outcome.write
-            flags = report_time_flags(
-                occurred_at=report.occurred_at,
-                precision=report.occurred_precision,
-                recorded_at=mutation.recorded_at,
-                received_at=step.received_at,
-                enrolled_at=device.enrolled_at,
-                clock=ctx.clock,
-            )
-            await reports.create(
-                org_id=device.org_id,
-                monitor_id=device.monitor_id,
-                device_id=device.id,
-                report=report,
-                recorded_at=mutation.recorded_at,
-                received_at=step.received_at,
-                clock_offset_seconds=ctx.clock.offset.total_seconds() if ctx.clock else None,
-                time_flags=sorted(f.value for f in flags),
-            )
-            await publish_report_state(
-                conn, device.org_id, device.monitor_id, report.id, report.attachments
-            )
-            await _queue_matching(conn, device, report.id)
-        return outcome.result
-    if isinstance(mutation, AmendReport):
-        current = await reports.lock(device.org_id, mutation.report_id)
-        base = None
-        if current is not None and current.monitor_id == device.monitor_id:
-            if mutation.base_version == current.version:
-                base = current.report  # the current version lives in the report row only
-            else:
-                base = await reports.version(
-                    device.org_id, mutation.report_id, mutation.base_version
-                )
-        outcome = decide_amend(
-            mutation,
-            monitor_id=device.monitor_id,
-            current=current,
-            base=base,
-            known_categories=ctx.known_categories,
-            retired_categories=ctx.retired_categories,
-            received_at=step.received_at,
-        )
-        version = outcome.result.version
-        if outcome.write is not None and version is not None:
-            await reports.update(device.org_id, outcome.write, version)
-        if outcome.conflicts:
-            await reports.add_conflicts(
-                device.org_id, mutation.report_id, outcome.conflicts, step.mutation_id, device.id
-            )
-        if (outcome.write is not None or outcome.conflicts) and version is not None:
-            written = outcome.write or (current.report if current is not None else None)
-            attachments = written.attachments if written is not None else ()
-            await publish_report_state(
-                conn, device.org_id, device.monitor_id, mutation.report_id, attachments
-            )
-        return outcome.result
-    if isinstance(mutation, DeleteReport):
-        current = await reports.lock(device.org_id, mutation.report_id)
-        refused = refuse_withdrawal(step, mutation, device.monitor_id, current)
-        if refused is not None:
-            return refused
-        version = await reports.withdraw(mutation.report_id)
-        await publish_report_tombstone(
-            conn,
-            org_id=device.org_id,
-            monitor_id=device.monitor_id,
-            report_id=mutation.report_id,
-        )
-        return MutationResult(
-            mutation_id=step.mutation_id,
-            seq=step.seq,
-            status=MutationStatus.APPLIED,
-            record_id=mutation.report_id,
-            version=version,
-            received_at=step.received_at,
-        )
-    if isinstance(mutation, AnswerTask):
-        return await answer_task(conn, device, mutation, step.received_at)
-    raise AssertionError("plan_push presets a result for every invalid mutation")
