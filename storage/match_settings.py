@@ -118,6 +118,7 @@ async def pin_thresholds(
     """Set (or replace) the org's pin for a job; returns the pin it replaced and the new one.
     Call it in a transaction: the replaced row stays locked until the change (and its audit
     entry) commits."""
+    await conn.execute(Q.lock_match_setting_key, org_id, job)
     previous = _setting(await conn.fetchrow(Q.lock_match_setting, org_id, job))
     row = await conn.fetchrow(
         Q.put_match_setting, org_id, job, pin.link, pin.review, pin.merge, user_id

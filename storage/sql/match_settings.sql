@@ -2,6 +2,11 @@
 SELECT link, review, merge, updated_by, updated_at
 FROM match_settings WHERE org_id = $1 AND job = $2;
 
+-- name: lock_match_setting_key
+-- Serialises changes of one org's pin for one job, the first one too (no row to lock yet), so
+-- each change's audit entry names the pin it really replaced.
+SELECT pg_advisory_xact_lock(hashtext('fairwatch.match_settings'), hashtext($1::uuid::text || ':' || $2::text));
+
 -- name: lock_match_setting
 -- The pin a change replaces (for its audit entry), held until the change commits.
 SELECT link, review, merge, updated_by, updated_at

@@ -3,6 +3,7 @@ force in the worker at its next match, whatever a refit chooses."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -13,11 +14,14 @@ import pytest
 from cases.accounts import Role
 from cases.matching.jobs import entity_job, person_job
 from cases.matching.model import MatchModel, Thresholds, starting_model
+from storage.db import Conn
+from storage.match_settings import PinnedThresholds, ThresholdSetting, pin_thresholds
 from storage.queries import Q
 from tests.api.conftest import Actor, make_actor
 from tests.api.sync_support import Client, create, new_phone, push, report
 from tests.api.test_matching import _person_of, decisions, drain
 from tests.api.test_matching_entity_model import refit, seed
+from tests.integration.test_push_locking import until_waiting
 
 pytestmark = pytest.mark.db
 
@@ -244,3 +248,34 @@ async def test_a_refit_keeps_the_pin_and_fits_without_it(
     assert found["source"] == "pinned" and found["model_source"] == "fitted"
     assert (found["thresholds"]["link"], found["thresholds"]["review"]) == (0.995, 0.42)
     assert found["model_thresholds"]["link"] == model.thresholds.link
+
+
+async def test_two_first_pins_at_once_each_audit_what_they_replaced(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """Two admins pin a job that has no pin yet at the same moment: the second waits for the
+    first, and its audit entry names the first's pin as the one it replaced (there is no row
+    to lock before the first insert commits)."""
+    admin = await make_actor(client, pool, Role.ORG_ADMIN)
+    first_pin, second_pin = PinnedThresholds(0.9, 0.5), PinnedThresholds(0.97, 0.6)
+    async with pool.acquire() as one, pool.acquire() as two, pool.acquire() as watcher:
+        async with one.transaction():
+            replaced_first, _ = await pin_thresholds(
+                one, admin.org_id, "person", first_pin, admin.user_id
+            )
+            racing = asyncio.create_task(
+                _pin_in_transaction(two, admin.org_id, second_pin, admin.user_id)
+            )
+            await until_waiting(watcher, two.get_server_pid(), racing)
+        replaced_second = await racing
+    assert replaced_first is None
+    assert replaced_second is not None and replaced_second.pin == first_pin
+    assert (await thresholds(client, admin))["pinned"]["link"] == 0.97
+
+
+async def _pin_in_transaction(
+    conn: Conn, org_id: uuid.UUID, pin: PinnedThresholds, user_id: uuid.UUID
+) -> ThresholdSetting | None:
+    async with conn.transaction():
+        replaced, _ = await pin_thresholds(conn, org_id, "person", pin, user_id)
+    return replaced
