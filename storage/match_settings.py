@@ -9,14 +9,13 @@ whatever its data would suggest.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
 
 from cases.matching.engine import Matcher
-from cases.matching.jobs import JobSpec, entity_job, incident_job, person_job
+from cases.matching.jobs import JobName, job_spec
 from cases.matching.model import MatchModel, Thresholds
 from storage.db import Conn
 from storage.queries import Q
@@ -32,12 +31,7 @@ __all__ = [
     "with_pin",
 ]
 
-Job = Literal["incident", "entity", "person"]
-_JOBS: dict[str, Callable[[], JobSpec[Any, Any]]] = {
-    "incident": incident_job,
-    "entity": entity_job,
-    "person": person_job,
-}
+Job = JobName
 
 
 class PinnedThresholds(msgspec.Struct, frozen=True):
@@ -98,7 +92,7 @@ async def thresholds_in_force(conn: Conn, org_id: uuid.UUID, job: Job) -> Thresh
     model = msgspec.json.decode(stored, type=MatchModel) if stored else None
     # The same choice matching makes: a stored model the engine cannot use gives way to the
     # job's starting model.
-    matcher: Matcher[Any, Any] = Matcher(_JOBS[job](), model)
+    matcher: Matcher[Any, Any] = Matcher(job_spec(job), model)
     fitted = model is not None and matcher.model is model
     setting = _setting(await conn.fetchrow(Q.get_match_setting, org_id, job))
     pinned = with_pin(matcher, None if setting is None else setting.pin)

@@ -12,13 +12,13 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from cases.matching.blocking import CandidateIndex
 from cases.matching.engine import Matcher, ScoredCandidate
-from cases.matching.jobs import entity_job, incident_job, person_job
+from cases.matching.jobs import JobName, job_spec
 from cases.matching.linkage import dedup_thresholds_for_f1, with_link_threshold_for_precision
 from cases.matching.model import MatchModel
 from cases.matching.records import EntityRecord, IncidentRecord, PersonRecord
@@ -47,7 +47,7 @@ __all__ = [
 MIN_LABELS = 30
 MIN_RECORDS_FOR_EM = 50
 
-Job = Literal["incident", "entity", "person"]
+Job = JobName
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NIL = uuid.UUID(int=0)
 _ENCODER = msgspec.json.Encoder()
@@ -101,16 +101,9 @@ class MatchingCache:
 
 
 async def _matcher(conn: Conn, org_id: uuid.UUID, job: Job) -> Matcher[Any, Any]:
-    spec: Any
-    if job == "incident":
-        spec = incident_job()
-    elif job == "entity":
-        spec = entity_job()
-    else:
-        spec = person_job()
     stored = await conn.fetchval(Q.get_match_model, org_id, job)
     model = msgspec.json.decode(stored, type=MatchModel) if stored else None
-    matcher: Matcher[Any, Any] = Matcher(spec, model)
+    matcher: Matcher[Any, Any] = Matcher(job_spec(job), model)
     if model is not None and matcher.model is not model:
         # The stored model predates the engine's comparison levels, so the matcher set it aside
         # for the starting model: refit from the org's own data instead of waiting for someone

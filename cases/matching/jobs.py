@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from cases.matching import comparators as cmp
 from cases.matching.blocking import (
@@ -32,11 +32,14 @@ from cases.matching.records import EntityRecord, IncidentRecord, PersonRecord
 
 __all__ = [
     "ABSENCE_LEVELS",
+    "JOB_NAMES",
     "FieldSpec",
+    "JobName",
     "JobSpec",
     "TermFrequency",
     "entity_job",
     "incident_job",
+    "job_spec",
     "person_job",
 ]
 
@@ -397,3 +400,17 @@ def person_job(default_region: str | None = None) -> JobSpec[PersonRecord, Perso
         count_values=_count_person,
         thresholds=Thresholds(link=0.95, review=0.5),
     )
+
+
+# The three matching jobs by the names the API, the job queue and stored models use.
+JobName = Literal["incident", "entity", "person"]
+JOB_NAMES: tuple[JobName, ...] = ("incident", "entity", "person")
+
+
+def job_spec(name: JobName) -> JobSpec[Any, Any]:
+    """The job of that name with its default settings."""
+    if name == "incident":
+        return incident_job()
+    if name == "entity":
+        return entity_job()
+    return person_job()

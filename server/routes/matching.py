@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import delete, get, post, put
@@ -13,6 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from cases.accounts import Role
+from cases.matching.jobs import JOB_NAMES, JobName
 from server.auth import ANY_STAFF, Caller, audit_staff, requires
 from server.pagination import Page, decode_page_token, page_of
 from server.problems import ProblemError
@@ -34,7 +35,7 @@ from storage.queries import Q
 __all__ = ["ROUTES"]
 
 _CASE_TEAM = (Role.ORG_ADMIN, Role.CASE_MANAGER)
-Job = Literal["incident", "entity", "person"]
+Job = JobName
 Status = Literal["pending_review", "auto_linked", "accepted", "rejected", "undone"]
 
 
@@ -269,8 +270,8 @@ async def refit(principal: Caller, db: Db, job: FromPath[str]) -> RefitQueued:
 
 def _job(job: str) -> Job:
     # A path segment, not a query parameter: an unknown job is a resource that does not exist.
-    if job in ("incident", "entity", "person"):
-        return cast(Job, job)
+    if job in JOB_NAMES:
+        return job
     raise NotFound("matching job", job)
 
 
