@@ -18,9 +18,11 @@ from cases.matching.engine import Matcher
 from cases.matching.jobs import JobName, job_spec
 from cases.matching.model import MatchModel, Thresholds
 from storage.db import Conn
+from storage.errors import StorageError
 from storage.queries import Q
 
 __all__ = [
+    "MergeNotApplicable",
     "PinnedThresholds",
     "ThresholdSetting",
     "ThresholdsInForce",
@@ -32,6 +34,22 @@ __all__ = [
 ]
 
 Job = JobName
+
+
+class MergeNotApplicable(StorageError):
+    """A merge threshold pinned on a linkage job (entity): it links mentions to registry
+    entries and never merges groups, so a merge would be accepted and do nothing."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(
+            f"the {job} job links mentions to registry entries and never merges groups: "
+            "leave merge out"
+        )
+        self.job = job
+
+
+def _merges_groups(job: Job) -> bool:
+    return not job_spec(job).linkage
 
 
 class PinnedThresholds(msgspec.Struct, frozen=True):
@@ -82,8 +100,16 @@ def _setting(row: Any) -> ThresholdSetting | None:
     return None if row is None else msgspec.convert(dict(row), ThresholdSetting)
 
 
+def _in_force(setting: ThresholdSetting | None, job: Job) -> ThresholdSetting | None:
+    """The stored pin as matching applies it: a linkage job's has no merge (one stored before
+    `MergeNotApplicable` was refused carries one that never had an effect)."""
+    if setting is None or setting.merge is None or _merges_groups(job):
+        return setting
+    return msgspec.structs.replace(setting, merge=None)
+
+
 async def pinned_thresholds(conn: Conn, org_id: uuid.UUID, job: Job) -> PinnedThresholds | None:
-    setting = _setting(await conn.fetchrow(Q.get_match_setting, org_id, job))
+    setting = _in_force(_setting(await conn.fetchrow(Q.get_match_setting, org_id, job)), job)
     return None if setting is None else setting.pin
 
 
@@ -94,16 +120,21 @@ async def thresholds_in_force(conn: Conn, org_id: uuid.UUID, job: Job) -> Thresh
     # job's starting model.
     matcher: Matcher[Any, Any] = Matcher(job_spec(job), model)
     fitted = model is not None and matcher.model is model
-    setting = _setting(await conn.fetchrow(Q.get_match_setting, org_id, job))
+    setting = _in_force(_setting(await conn.fetchrow(Q.get_match_setting, org_id, job)), job)
     pinned = with_pin(matcher, None if setting is None else setting.pin)
     return ThresholdsInForce(
         job=job,
         source="pinned" if setting else "fitted" if fitted else "default",
-        thresholds=pinned.model.thresholds,
+        thresholds=_shown(pinned.model.thresholds, job),
         model_source="fitted" if fitted else "default",
-        model_thresholds=matcher.model.thresholds,
+        model_thresholds=_shown(matcher.model.thresholds, job),
         pinned=setting,
     )
+
+
+def _shown(thresholds: Thresholds, job: Job) -> Thresholds:
+    # A linkage job never clusters, so it reports no merge threshold at all.
+    return thresholds if _merges_groups(job) else msgspec.structs.replace(thresholds, merge=None)
 
 
 async def pin_thresholds(
@@ -111,7 +142,9 @@ async def pin_thresholds(
 ) -> tuple[ThresholdSetting | None, ThresholdSetting]:
     """Set (or replace) the org's pin for a job; returns the pin it replaced and the new one.
     Call it in a transaction: the replaced row stays locked until the change (and its audit
-    entry) commits."""
+    entry) commits. Raises `MergeNotApplicable` for a merge on a job that never merges groups."""
+    if pin.merge is not None and not _merges_groups(job):
+        raise MergeNotApplicable(job)
     await conn.execute(Q.lock_match_setting_key, org_id, job)
     previous = _setting(await conn.fetchrow(Q.lock_match_setting, org_id, job))
     row = await conn.fetchrow(

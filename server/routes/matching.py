@@ -16,12 +16,13 @@ from cases.accounts import Role
 from cases.matching.jobs import JOB_NAMES, JobName
 from server.auth import ANY_STAFF, Caller, audit_staff, requires
 from server.pagination import Page, decode_page_token, page_of
-from server.problems import ProblemError
+from server.problems import FieldError, ProblemError
 from server.resources import Db
 from storage.db import KEYSET_START
 from storage.errors import NotFound
 from storage.jobs import JobQueue
 from storage.match_settings import (
+    MergeNotApplicable,
     PinnedThresholds,
     ThresholdSetting,
     ThresholdsInForce,
@@ -280,8 +281,9 @@ _Probability = Annotated[float, msgspec.Meta(gt=0, lt=1)]
 
 class ThresholdsUpdate(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """An org admin's own thresholds for a job: auto-link at `link` and above, review from
-    `review`; `merge` (dedup jobs: how much a whole group must agree with a report for it to
-    join) left out keeps the model's own."""
+    `review`; `merge` (dedup jobs only: how much a whole group must agree with a report for it
+    to join; refused for the entity job, which never merges groups) left out keeps the model's
+    own."""
 
     link: _Probability
     review: _Probability
@@ -319,12 +321,20 @@ async def put_thresholds(
 ) -> ThresholdsInForce:
     kind = _job(job)
     pin = PinnedThresholds(link=data.link, review=data.review, merge=data.merge)
-    async with db.transaction():
-        previous, saved = await pin_thresholds(db, principal.org_id, kind, pin, principal.user_id)
-        await audit_staff(
-            db, principal, "matching.thresholds_pin", "match_settings", kind,
-            old=_audited(previous), new=_audited(saved),
-        )  # fmt: skip
+    try:
+        async with db.transaction():
+            previous, saved = await pin_thresholds(
+                db, principal.org_id, kind, pin, principal.user_id
+            )
+            await audit_staff(
+                db, principal, "matching.thresholds_pin", "match_settings", kind,
+                old=_audited(previous), new=_audited(saved),
+            )  # fmt: skip
+    except MergeNotApplicable as exc:
+        raise ProblemError(
+            422, "validation", "The request has invalid fields", f"merge: {exc}",
+            errors=[FieldError("merge", str(exc), "body")],
+        ) from None  # fmt: skip
     # The worker reads the pin at its next match (storage.matching.MatchingCache.corpus).
     return await thresholds_in_force(db, principal.org_id, kind)
 

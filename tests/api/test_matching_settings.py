@@ -15,7 +15,12 @@ from cases.accounts import Role
 from cases.matching.jobs import entity_job, person_job
 from cases.matching.model import MatchModel, Thresholds, starting_model
 from storage.db import Conn
-from storage.match_settings import PinnedThresholds, ThresholdSetting, pin_thresholds
+from storage.match_settings import (
+    PinnedThresholds,
+    ThresholdSetting,
+    pin_thresholds,
+    pinned_thresholds,
+)
 from storage.queries import Q
 from tests.api.conftest import Actor, make_actor
 from tests.api.sync_support import Client, create, new_phone, push, report
@@ -164,6 +169,57 @@ async def test_bad_thresholds_are_refused_and_nothing_is_written(
     assert r.json()["type"].startswith("urn:fairwatch:problem:")
     assert (await thresholds(client, admin))["source"] == "default"
     assert await audit_rows(pool, admin.org_id) == []
+
+
+async def test_a_merge_pinned_on_the_entity_job_is_refused(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """Entity resolution links mentions to registry entries and never merges groups: a merge
+    pinned on it would be accepted and do nothing, so it is refused, naming the field."""
+    admin = await make_actor(client, pool, Role.ORG_ADMIN)
+    body = {"link": 0.97, "review": 0.4, "merge": 0.6}
+    r = await client.put(URL.format("entity"), json=body, headers=admin.headers)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    assert problem["type"] == "urn:fairwatch:problem:validation"
+    assert [(e["field"], e["source"]) for e in problem["errors"]] == [("merge", "body")]
+    assert "never merges groups" in problem["errors"][0]["message"]
+    assert (await thresholds(client, admin, "entity"))["source"] == "default"
+    assert await audit_rows(pool, admin.org_id) == []
+
+    # Without merge the same pin is taken; merge stays a dedup job's setting.
+    del body["merge"]
+    assert (
+        await client.put(URL.format("entity"), json=body, headers=admin.headers)
+    ).status_code == 200
+    merged = {"link": 0.97, "review": 0.4, "merge": 0.6}
+    person = await client.put(URL.format("person"), json=merged, headers=admin.headers)
+    assert person.status_code == 200 and person.json()["thresholds"]["merge"] == 0.6
+
+
+async def test_the_entity_job_never_reports_a_merge(client: Client, pool: asyncpg.Pool) -> None:
+    """A merge stored on an entity pin before it was refused, or carried by its stored model,
+    is neither shown nor handed to matching."""
+    admin = await make_actor(client, pool, Role.ORG_ADMIN)
+    entity = entity_job()
+    fresh = starting_model("entity", [(f.name, f.levels, f.tf_levels) for f in entity.fields])
+    fitted = msgspec.structs.replace(fresh, thresholds=Thresholds(link=0.9, review=0.3, merge=0.5))
+    async with pool.acquire() as conn:
+        await conn.execute(
+            Q.put_match_model, admin.org_id, "entity", msgspec.json.encode(fitted).decode()
+        )
+        await conn.execute(
+            Q.put_match_setting, admin.org_id, "entity", 0.97, 0.4, 0.6, admin.user_id
+        )
+        in_matching = await pinned_thresholds(conn, admin.org_id, "entity")
+    assert in_matching == PinnedThresholds(0.97, 0.4, None)
+    found = await thresholds(client, admin, "entity")
+    assert found["source"] == "pinned" and found["model_source"] == "fitted"
+    assert (found["thresholds"]["link"], found["thresholds"]["review"]) == (0.97, 0.4)
+    assert found["thresholds"]["merge"] is None
+    assert found["model_thresholds"]["merge"] is None
+    assert found["pinned"]["merge"] is None
 
 
 async def test_an_unknown_job_is_not_found(client: Client, pool: asyncpg.Pool) -> None:
