@@ -34,10 +34,13 @@ test: lint typecheck layers
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# Regenerate the pinned lock file after editing pyproject.toml dependencies.
+# Regenerate the pinned lock files after editing pyproject.toml dependencies: requirements.lock
+# (runtime and dev tools, for `make`) and requirements-runtime.lock (runtime only, for the image
+# and host installs), the second constrained by the first so both pin the same versions.
 lock:
 	$(BIN)/pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml -c requirements.lock --python-version 3.11 --generate-hashes -o requirements-runtime.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -211,8 +211,8 @@ def test_the_image_installs_the_lock_by_hash_and_the_package_without_deps() -> N
         for command in run.split("&&")
         if re.search(r"\bpip install\b", command)
     ]
-    lock = [c for c in installs if "requirements.lock" in c]
-    assert lock, "requirements.lock is not installed"
+    lock = [c for c in installs if "requirements-runtime.lock" in c]
+    assert lock, "requirements-runtime.lock is not installed"
     assert all("--require-hashes" in c for c in lock), lock
     package = [c for c in installs if "requirements" not in c]
     assert package, "the fairwatch package is not installed"
