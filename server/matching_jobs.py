@@ -10,19 +10,28 @@ it) without holding back the others.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 from typing import TYPE_CHECKING
 
 from storage.db import Conn
 from storage.jobs import ClaimedJob, JobQueue
-from storage.matching import MatchingCache, match_report, refit_model
+from storage.matching import MatchingCache, match_report, refit_model, rejoin_persons
 from storage.queries import Q
 
 if TYPE_CHECKING:
     from server.worker import JobHandler, WorkerContext
 
-__all__ = ["HANDLERS", "MATCH_REPORT", "MATCH_REPORTS", "REFIT", "REFIT_DUE", "enqueue_refits_due"]
+__all__ = [
+    "HANDLERS",
+    "MATCH_REPORT",
+    "MATCH_REPORTS",
+    "REFIT",
+    "REFIT_DUE",
+    "REJOIN",
+    "enqueue_refits_due",
+]
 
 MATCH_REPORT = "reports.match"
 MATCH_REPORTS = "reports.match_many"
@@ -30,6 +39,9 @@ REFIT = "matching.refit"
 # Nightly (the scheduler): queue a refit of every org's models whose data or decisions changed,
 # so the review queue's decisions recalibrate the model without anyone asking.
 REFIT_DUE = "matching.refit_due"
+# After a person model is refitted: the reports still alone in their person are matched again
+# with it (`storage.matching.rejoin_persons`), a batch per job, each job queueing the next.
+REJOIN = "matching.rejoin"
 _log = logging.getLogger("fairwatch.matching")
 # One per worker process: the indexes are refreshed from the database before every match, so
 # several workers stay consistent; a process only pays the first full load once.
@@ -64,6 +76,30 @@ async def _refit(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
         conn, context.resources.keyring, _CACHE, job.org_id, job.payload["job"]
     )
     _log.info("matching model refit", extra={"fields": {"job": job.payload["job"], "how": method}})
+    if job.payload["job"] == "person" and not method.startswith("unchanged"):
+        await JobQueue(conn).enqueue(
+            REJOIN, {"after": None}, org_id=job.org_id, dedupe_key=f"{job.org_id}:person"
+        )
+
+
+async def _rejoin(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
+    assert job.org_id is not None
+    after = job.payload.get("after")
+    cursor = (dt.datetime.fromisoformat(after[0]), uuid.UUID(after[1])) if after else None
+    keyring = context.resources.keyring
+    if cursor is None:
+        joined, following = await rejoin_persons(conn, keyring, _CACHE, job.org_id)
+    else:
+        joined, following = await rejoin_persons(conn, keyring, _CACHE, job.org_id, cursor)
+    _log.info("persons matched again", extra={"fields": {"joined": joined}})
+    if following is not None:
+        moment, last = following
+        await JobQueue(conn).enqueue(
+            REJOIN,
+            {"after": [moment.isoformat(), str(last)]},
+            org_id=job.org_id,
+            dedupe_key=f"{job.org_id}:person:{last}",
+        )
 
 
 async def enqueue_refits_due(conn: Conn) -> int:
@@ -89,4 +125,5 @@ HANDLERS: dict[str, JobHandler] = {
     MATCH_REPORTS: _match_many,
     REFIT: _refit,
     REFIT_DUE: _refits_due,
+    REJOIN: _rejoin,
 }

@@ -39,6 +39,7 @@ __all__ = [
     "decide",
     "match_report",
     "refit_model",
+    "rejoin_persons",
     "undo_decision",
 ]
 
@@ -46,6 +47,8 @@ __all__ = [
 # candidate pairs instead of the labels.
 MIN_LABELS = 30
 MIN_RECORDS_FOR_EM = 50
+# Reports matched again per `rejoin_persons` call (one job's transaction).
+REJOIN_BATCH = 200
 
 Job = JobName
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -193,7 +196,9 @@ async def _refresh_persons(
         parts = await keyring.decrypt_struct(
             conn, org_id, row["sealed"], sealed_context(row["id"]), SealedParts
         )
-        record = person_record(row["id"], parts, None)
+        # With the report's origin country, as when it was matched: a phone written in its
+        # national format compares with the same number written internationally.
+        record = person_record(row["id"], parts, row["origin_country"])
         if record is not None:
             _add(corpus, record)
         corpus.watermark = (row["received_at"], row["id"])
@@ -408,6 +413,89 @@ async def _match_person(
             "pending_review", None,
         )  # fmt: skip
     _add(corpus, record)
+
+
+async def rejoin_persons(
+    conn: Conn,
+    keyring: Keyring,
+    cache: MatchingCache,
+    org_id: uuid.UUID,
+    after: tuple[dt.datetime, uuid.UUID] = (_EPOCH, _NIL),
+) -> tuple[int, tuple[dt.datetime, uuid.UUID] | None]:
+    """After a refit: match again, with the refitted model, the reports still alone in their
+    person that nobody on staff has decided about, oldest first (at most REJOIN_BATCH after the
+    cursor `after`). An org's first reports were matched with the starting model, which links
+    persons only at 0.95; without this they would stay apart whatever the org's own model says.
+
+    A report joins another's person under the worker's rule (`Matcher.join_decisions`: the
+    whole person must agree on average), as the matcher's decision with the new model's score
+    and what it replaced, so it can be undone. A suggestion of that pair still awaiting review
+    becomes that decision; no new review items are added. A report is left alone when a
+    candidate's person holds a report a human said it is not (a rejected or undone decision,
+    either way round), or when the candidate has no person yet (its own match is still queued).
+    Returns how many joined, and the cursor for the next call (None when none are left).
+    """
+    corpus = await cache.corpus(conn, org_id, "person")
+    await _refresh_persons(conn, keyring, org_id, corpus)
+    refused = {
+        frozenset((r["subject_id"], r["candidate_id"]))
+        for r in await conn.fetch(Q.match_labels, org_id, "person")
+        if r["status"] != "accepted"
+    }
+    rows = await conn.fetch(Q.person_singletons, org_id, *after, REJOIN_BATCH)
+    joined = 0
+    grown: set[uuid.UUID] = set()
+    for row in rows:
+        subject = str(row["report_id"])
+        record = corpus.records.get(subject)
+        if record is None:
+            continue
+        own = await conn.fetchval(Q.person_of_report, row["report_id"])
+        if own in grown:  # another report of this batch has joined it meanwhile
+            continue
+        candidates = corpus.matcher.match_one(record, corpus.index, limit=3)
+        groups: dict[str, list[str]] = {}
+        for candidate in candidates:
+            if candidate.decision == "link":
+                found = await conn.fetch(Q.person_group_of_report, uuid.UUID(candidate.id))
+                groups[candidate.id] = [r["report_id"] for r in found]
+        if any(frozenset((subject, m)) in refused for g in groups.values() for m in g):
+            continue
+        features = corpus.features[subject]
+        decided = corpus.matcher.join_decisions(
+            features,
+            candidates,
+            {c: [corpus.features[m] for m in g if m in corpus.features] for c, g in groups.items()},
+            corpus.index.frequencies,
+        )
+        target = next((c for c in decided if c.decision == "link"), None)
+        person = None if target is None else await conn.fetchval(
+            Q.person_of_report, uuid.UUID(target.id)
+        )  # fmt: skip
+        if target is None or person is None:
+            continue
+        previous = {"person_id": str(own)}
+        decision = await _record_decision(
+            conn, org_id, "person", subject, corpus, features, target, "auto_linked", previous
+        )
+        if decision is None:  # the pair has a decision already: only a pending one may change
+            pending = await conn.fetchval(Q.decision_of_pair, org_id, "person", subject, target.id)
+            explanation = corpus.matcher.explain_features(
+                features, corpus.features[target.id], corpus.index.frequencies
+            )
+            decision = await conn.fetchval(
+                Q.relink_pending_decision, org_id, pending, target.probability,
+                target.total_weight, _ENCODER.encode(explanation).decode(),
+                _ENCODER.encode(previous).decode(), corpus.matcher.model.method,
+            )  # fmt: skip
+            if decision is None:
+                continue
+        await conn.execute(Q.set_person_member, row["report_id"], org_id, person, decision)
+        grown.add(person)
+        joined += 1
+    if len(rows) < REJOIN_BATCH:
+        return joined, None
+    return joined, (rows[-1]["received_at"], rows[-1]["report_id"])
 
 
 async def _apply_link(

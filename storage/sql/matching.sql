@@ -6,7 +6,7 @@ WHERE org_id = $1 AND deleted_at IS NULL AND (received_at, id) > ($2, $3)
 ORDER BY received_at, id;
 
 -- name: person_corpus
-SELECT id, sealed, received_at FROM reports
+SELECT id, sealed, content->>'origin_country' AS origin_country, received_at FROM reports
 WHERE org_id = $1 AND deleted_at IS NULL AND sealed IS NOT NULL AND (received_at, id) > ($2, $3)
 ORDER BY received_at, id;
 
@@ -56,6 +56,35 @@ SELECT other.report_id::text AS report_id
 FROM person_members own JOIN person_members other ON other.person_id = own.person_id
 WHERE own.report_id = $1
 ORDER BY other.linked_at, other.report_id LIMIT 50;
+
+-- name: person_singletons
+-- Reports alone in their person that nobody on staff has decided about (as the subject of a
+-- decision), oldest first, after a cursor: what a refitted model matches again.
+SELECT m.report_id, r.received_at
+FROM person_members m JOIN reports r ON r.id = m.report_id
+WHERE m.org_id = $1 AND r.deleted_at IS NULL AND (r.received_at, r.id) > ($2, $3)
+  AND NOT EXISTS (
+        SELECT 1 FROM person_members o
+        WHERE o.person_id = m.person_id AND o.report_id <> m.report_id)
+  AND NOT EXISTS (
+        SELECT 1 FROM match_decisions d
+        WHERE d.org_id = $1 AND d.job = 'person' AND d.subject_id = m.report_id::text
+          AND d.decided_by <> 'matcher')
+ORDER BY r.received_at, r.id LIMIT $4;
+
+-- name: relink_pending_decision
+-- A suggestion still awaiting review that a refitted model now links by itself: the decision
+-- becomes the matcher's auto-link, with the new model's score and what the link replaced.
+UPDATE match_decisions
+SET probability = $3, total_weight = $4, explanation = $5::jsonb, suggestion = 'link',
+    status = 'auto_linked', decided_by = 'matcher', decided_at = now(), previous = $6::jsonb,
+    model_version = $7
+WHERE org_id = $1 AND id = $2 AND status = 'pending_review'
+RETURNING id;
+
+-- name: decision_of_pair
+SELECT id FROM match_decisions
+WHERE org_id = $1 AND job = $2 AND subject_id = $3 AND candidate_id = $4;
 
 -- name: insert_incident
 INSERT INTO incidents (org_id) VALUES ($1) RETURNING id;
