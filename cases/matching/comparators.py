@@ -122,19 +122,27 @@ def weighted_token_similarity(
     if not a or not b:
         return 0.0
 
-    def weight(token: str) -> float:
-        factor = _FILLER_FACTOR if token in FILLER_WORDS else 1.0
-        return factor * token_weight(token)
-
-    unmatched = list(set(b))
-    shared = 0.0
-    for token in set(a):
+    left, right = set(a), set(b)
+    weights = {
+        token: (_FILLER_FACTOR if token in FILLER_WORDS else 1.0) * token_weight(token)
+        for token in left | right
+    }
+    # Equal tokens pair first, then the others, in sorted order, each with its first typo
+    # partner: a typo must not take an equal token's partner ("seri" / "services"), and
+    # neither the pairs nor the sums may follow the order of a set of strings, which changes
+    # with every process's hash seed (re-running matching must decide the same).
+    equal = left & right
+    paired = [weights[token] for token in equal]
+    unmatched = sorted(right - equal)
+    for token in sorted(left - equal):
         for index, other in enumerate(unmatched):
             if _tokens_agree(token, other):
-                shared += (weight(token) + weight(other)) / 2
+                paired.append((weights[token] + weights[other]) / 2)
                 del unmatched[index]
                 break
-    total = sum(weight(t) for t in set(a)) + sum(weight(t) for t in set(b))
+    # fsum is exactly rounded, so the order of the terms cannot change the result.
+    shared = math.fsum(paired)
+    total = math.fsum(weights[t] for t in left) + math.fsum(weights[t] for t in right)
     return 2 * shared / total if total > 0 else 0.0
 
 
