@@ -78,25 +78,22 @@ async def _refit(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
     _log.info("matching model refit", extra={"fields": {"job": job.payload["job"], "how": method}})
     if job.payload["job"] == "person" and not method.startswith("unchanged"):
         await JobQueue(conn).enqueue(
-            REJOIN, {"after": None}, org_id=job.org_id, dedupe_key=f"{job.org_id}:person"
+            REJOIN, {"before": None}, org_id=job.org_id, dedupe_key=f"{job.org_id}:person"
         )
 
 
 async def _rejoin(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
     assert job.org_id is not None
-    after = job.payload.get("after")
-    cursor = (dt.datetime.fromisoformat(after[0]), uuid.UUID(after[1])) if after else None
+    before = job.payload.get("before")
+    cursor = (dt.datetime.fromisoformat(before[0]), uuid.UUID(before[1])) if before else None
     keyring = context.resources.keyring
-    if cursor is None:
-        joined, following = await rejoin_persons(conn, keyring, _CACHE, job.org_id)
-    else:
-        joined, following = await rejoin_persons(conn, keyring, _CACHE, job.org_id, cursor)
+    joined, following = await rejoin_persons(conn, keyring, _CACHE, job.org_id, cursor)
     _log.info("persons matched again", extra={"fields": {"joined": joined}})
     if following is not None:
         moment, last = following
         await JobQueue(conn).enqueue(
             REJOIN,
-            {"after": [moment.isoformat(), str(last)]},
+            {"before": [moment.isoformat(), str(last)]},
             org_id=job.org_id,
             dedupe_key=f"{job.org_id}:person:{last}",
         )

@@ -1,7 +1,10 @@
 """Matching reports as they arrive: incidents, registry entities and persons, with decisions kept.
 
 Each organisation's records are held in an in-process index per job, refreshed from the database
-by a watermark, so matching one new report costs a candidate lookup, not a scan. Every link is a
+before each match (for incidents and persons: every report matched since the last read, by the
+transaction that wrote its membership, and one org's matching of a job runs one transaction at a
+time across processes), so matching one new report costs a candidate lookup, not a scan, and
+sees every report matched before it. Every link is a
 stored decision with its explanation and the state it replaced; undoing a decision puts that
 state back exactly, and human decisions are labels for refitting the model.
 """
@@ -51,8 +54,6 @@ MIN_RECORDS_FOR_EM = 50
 REJOIN_BATCH = 200
 
 Job = JobName
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_NIL = uuid.UUID(int=0)
 _ENCODER = msgspec.json.Encoder()
 _ENTITY_KINDS = {"employer": "employer", "recruitment_agency": "agency", "sub_agent": "sub_agent"}
 
@@ -67,7 +68,9 @@ class _Corpus:
     index: CandidateIndex[Any]
     features: dict[str, Any] = field(default_factory=dict)
     records: dict[str, Any] = field(default_factory=dict)
-    watermark: tuple[dt.datetime, uuid.UUID] = (_EPOCH, _NIL)
+    # Incidents and persons: every membership a transaction below this id wrote has been read
+    # (`match_horizon`); the next read starts here, so one that committed late is not missed.
+    horizon: str = "0"
     stamp: Any = None
     # `matcher` is this one with the org's pinned thresholds (`storage.match_settings`), if any.
     # Refits fit from the unpinned one, so a pin never ends up in a fitted model.
@@ -182,17 +185,20 @@ def mention_record(
 
 
 async def _refresh_incidents(conn: Conn, org_id: uuid.UUID, corpus: _Corpus) -> None:
-    rows = await conn.fetch(Q.incident_corpus, org_id, *corpus.watermark)
-    for row in rows:
-        _add(corpus, incident_record(row))
-        corpus.watermark = (row["received_at"], row["id"])
+    horizon = await conn.fetchval(Q.match_horizon)
+    for row in await conn.fetch(Q.incident_corpus, org_id, corpus.horizon):
+        if str(row["id"]) not in corpus.features:
+            _add(corpus, incident_record(row))
+    corpus.horizon = horizon
 
 
 async def _refresh_persons(
     conn: Conn, keyring: Keyring, org_id: uuid.UUID, corpus: _Corpus
 ) -> None:
-    rows = await conn.fetch(Q.person_corpus, org_id, *corpus.watermark)
-    for row in rows:
+    horizon = await conn.fetchval(Q.match_horizon)
+    for row in await conn.fetch(Q.person_corpus, org_id, corpus.horizon):
+        if str(row["id"]) in corpus.features:
+            continue  # read again from the band of transactions running at the last read
         parts = await keyring.decrypt_struct(
             conn, org_id, row["sealed"], sealed_context(row["id"]), SealedParts
         )
@@ -201,7 +207,7 @@ async def _refresh_persons(
         record = person_record(row["id"], parts, row["origin_country"])
         if record is not None:
             _add(corpus, record)
-        corpus.watermark = (row["received_at"], row["id"])
+    corpus.horizon = horizon
 
 
 async def _refresh_entities(conn: Conn, org_id: uuid.UUID, corpus: _Corpus) -> None:
@@ -281,6 +287,7 @@ async def match_report(
 async def _match_incident(
     conn: Conn, cache: MatchingCache, org_id: uuid.UUID, row: Any, report: Report
 ) -> None:
+    await conn.execute(Q.lock_matching, org_id, "incident")
     if await conn.fetchval(Q.incident_of_report, report.id) is not None:
         return
     corpus = await cache.corpus(conn, org_id, "incident")
@@ -385,7 +392,10 @@ async def _match_person(
     parts: SealedParts,
 ) -> None:
     record = person_record(report.id, parts, report.origin_country)
-    if record is None or await conn.fetchval(Q.person_of_report, report.id) is not None:
+    if record is None:
+        return
+    await conn.execute(Q.lock_matching, org_id, "person")
+    if await conn.fetchval(Q.person_of_report, report.id) is not None:
         return
     corpus = await cache.corpus(conn, org_id, "person")
     await _refresh_persons(conn, keyring, org_id, corpus)
@@ -420,12 +430,13 @@ async def rejoin_persons(
     keyring: Keyring,
     cache: MatchingCache,
     org_id: uuid.UUID,
-    after: tuple[dt.datetime, uuid.UUID] = (_EPOCH, _NIL),
+    before: tuple[dt.datetime, uuid.UUID] | None = None,
 ) -> tuple[int, tuple[dt.datetime, uuid.UUID] | None]:
     """After a refit: match again, with the refitted model, the reports still alone in their
-    person that nobody on staff has decided about, oldest first (at most REJOIN_BATCH after the
-    cursor `after`). An org's first reports were matched with the starting model, which links
-    persons only at 0.95; without this they would stay apart whatever the org's own model says.
+    person that nobody on staff has decided about, newest first (at most REJOIN_BATCH, older
+    than the cursor `before`), as the worker matched each report against those before it. An
+    org's first reports were matched with the starting model, which links persons only at
+    0.95; without this they would stay apart whatever the org's own model says.
 
     A report joins another's person under the worker's rule (`Matcher.join_decisions`: the
     whole person must agree on average), as the matcher's decision with the new model's score
@@ -435,6 +446,7 @@ async def rejoin_persons(
     either way round), or when the candidate has no person yet (its own match is still queued).
     Returns how many joined, and the cursor for the next call (None when none are left).
     """
+    await conn.execute(Q.lock_matching, org_id, "person")
     corpus = await cache.corpus(conn, org_id, "person")
     await _refresh_persons(conn, keyring, org_id, corpus)
     refused = {
@@ -442,7 +454,8 @@ async def rejoin_persons(
         for r in await conn.fetch(Q.match_labels, org_id, "person")
         if r["status"] != "accepted"
     }
-    rows = await conn.fetch(Q.person_singletons, org_id, *after, REJOIN_BATCH)
+    at, last = before if before is not None else (None, None)
+    rows = await conn.fetch(Q.person_singletons, org_id, at, last, REJOIN_BATCH)
     joined = 0
     grown: set[uuid.UUID] = set()
     for row in rows:

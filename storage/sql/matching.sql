@@ -1,14 +1,29 @@
+-- name: match_horizon
+-- Every transaction with an id below this has ended: what the next corpus read starts from.
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon;
+
 -- name: incident_corpus
-SELECT id, occurred_at, latitude, longitude, categories, monitor_id::text AS monitor_id,
-       content->'employer' AS employer, content->>'narrative' AS narrative, received_at
-FROM reports
-WHERE org_id = $1 AND deleted_at IS NULL AND (received_at, id) > ($2, $3)
-ORDER BY received_at, id;
+-- The org's matched reports whose membership a transaction at or after the horizon $2 wrote
+-- (a process's index: every matched report, read again only from the band of transactions
+-- that were running at its last read; ids it holds already are skipped by the caller).
+SELECT r.id, r.occurred_at, r.latitude, r.longitude, r.categories,
+       r.monitor_id::text AS monitor_id, r.content->'employer' AS employer,
+       r.content->>'narrative' AS narrative
+FROM incident_members m JOIN reports r ON r.id = m.report_id
+WHERE m.org_id = $1 AND m.xid >= $2::text::xid8 AND r.deleted_at IS NULL
+ORDER BY m.xid, r.id;
 
 -- name: person_corpus
-SELECT id, sealed, content->>'origin_country' AS origin_country, received_at FROM reports
-WHERE org_id = $1 AND deleted_at IS NULL AND sealed IS NOT NULL AND (received_at, id) > ($2, $3)
-ORDER BY received_at, id;
+SELECT r.id, r.sealed, r.content->>'origin_country' AS origin_country
+FROM person_members m JOIN reports r ON r.id = m.report_id
+WHERE m.org_id = $1 AND m.xid >= $2::text::xid8 AND r.deleted_at IS NULL
+  AND r.sealed IS NOT NULL
+ORDER BY m.xid, r.id;
+
+-- name: lock_matching
+-- One org's matching for one dedup job, one transaction at a time (across worker processes): a
+-- report is matched against every report matched before it, committed.
+SELECT pg_advisory_xact_lock(hashtext('fairwatch.matching'), hashtext($1::uuid::text || ':' || $2::text));
 
 -- name: entity_corpus
 SELECT e.id, e.kind, e.legal_name, e.aliases, e.registration_number, e.phones, e.country,
@@ -59,10 +74,12 @@ ORDER BY other.linked_at, other.report_id LIMIT 50;
 
 -- name: person_singletons
 -- Reports alone in their person that nobody on staff has decided about (as the subject of a
--- decision), oldest first, after a cursor: what a refitted model matches again.
+-- decision), newest first, before a cursor (none: from the newest): what a refitted model
+-- matches again.
 SELECT m.report_id, r.received_at
 FROM person_members m JOIN reports r ON r.id = m.report_id
-WHERE m.org_id = $1 AND r.deleted_at IS NULL AND (r.received_at, r.id) > ($2, $3)
+WHERE m.org_id = $1 AND r.deleted_at IS NULL
+  AND ($2::timestamptz IS NULL OR (r.received_at, r.id) < ($2, $3))
   AND NOT EXISTS (
         SELECT 1 FROM person_members o
         WHERE o.person_id = m.person_id AND o.report_id <> m.report_id)
@@ -70,7 +87,7 @@ WHERE m.org_id = $1 AND r.deleted_at IS NULL AND (r.received_at, r.id) > ($2, $3
         SELECT 1 FROM match_decisions d
         WHERE d.org_id = $1 AND d.job = 'person' AND d.subject_id = m.report_id::text
           AND d.decided_by <> 'matcher')
-ORDER BY r.received_at, r.id LIMIT $4;
+ORDER BY r.received_at DESC, r.id DESC LIMIT $4;
 
 -- name: relink_pending_decision
 -- A suggestion still awaiting review that a refitted model now links by itself: the decision
@@ -96,13 +113,15 @@ INSERT INTO persons (org_id) VALUES ($1) RETURNING id;
 INSERT INTO incident_members (report_id, org_id, incident_id, decision_id)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (report_id) DO UPDATE
-SET incident_id = excluded.incident_id, decision_id = excluded.decision_id, linked_at = now();
+SET incident_id = excluded.incident_id, decision_id = excluded.decision_id, linked_at = now(),
+    xid = pg_current_xact_id();
 
 -- name: set_person_member
 INSERT INTO person_members (report_id, org_id, person_id, decision_id)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (report_id) DO UPDATE
-SET person_id = excluded.person_id, decision_id = excluded.decision_id, linked_at = now();
+SET person_id = excluded.person_id, decision_id = excluded.decision_id, linked_at = now(),
+    xid = pg_current_xact_id();
 
 -- name: entity_link_of
 SELECT entity_id FROM entity_links WHERE report_id = $1 AND role = $2;
