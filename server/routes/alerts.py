@@ -28,6 +28,7 @@ from server.problems import FieldError, ProblemError
 from server.resources import Db, resources_of
 from server.scheduler import cron_trigger
 from server.settings import Environment
+from storage.alert_stream import StreamPosition, read_events, start_position
 from storage.db import connect
 from storage.jobs import JobQueue
 from storage.queries import Q
@@ -414,7 +415,7 @@ async def list_deliveries(
 
 
 async def _alert_events(
-    dsn: str, org_id: uuid.UUID, after: int | None
+    dsn: str, org_id: uuid.UUID, after: StreamPosition | None
 ) -> AsyncGenerator[ServerSentEventMessage, None]:
     # A connection of its own: LISTEN needs a session for as long as the client stays.
     conn = await connect(dsn)
@@ -426,15 +427,14 @@ async def _alert_events(
 
     try:
         await conn.add_listener(CHANNEL, notified)
-        last: int = after if after is not None else await conn.fetchval(Q.last_alert_event, org_id)
+        position = after if after is not None else await start_position(conn, org_id)
         yield ServerSentEventMessage(data=None, comment="fairwatch alert stream", retry=5000)
         while True:
             wake.clear()
-            rows = await conn.fetch(Q.alert_events_after, org_id, last, 100)
-            for row in rows:
-                last = row["seq"]
-                yield ServerSentEventMessage(data=row["snapshot"], event=row["event"], id=last)
-            if len(rows) == 100:
+            events, position, more = await read_events(conn, org_id, position, 100)
+            for item in events:
+                yield ServerSentEventMessage(data=item.data, event=item.event, id=item.id)
+            if more:
                 continue
             try:
                 await asyncio.wait_for(wake.wait(), timeout=KEEPALIVE_SECONDS)
@@ -455,11 +455,21 @@ async def stream_alerts(
     principal: Caller,
     state: State,
     last_event_id: Annotated[
-        int | None, HeaderParameter(name="Last-Event-ID", ge=0, required=False)
+        str | None, HeaderParameter(name="Last-Event-ID", max_length=64, required=False)
     ] = None,
 ) -> ServerSentEvent:
+    """Each event's id is where a reconnect resumes (``Last-Event-ID``)."""
+    after = None
+    if last_event_id is not None:
+        after = StreamPosition.parse(last_event_id)
+        if after is None:
+            raise ProblemError(
+                422, "validation", "The request has invalid fields",
+                "Last-Event-ID: not an id this stream sent",
+                errors=[FieldError("Last-Event-ID", "not an id this stream sent", "header")],
+            )  # fmt: skip
     dsn = resources_of(state).dsn
-    return ServerSentEvent(_alert_events(dsn, principal.org_id, last_event_id))
+    return ServerSentEvent(_alert_events(dsn, principal.org_id, after))
 
 
 ROUTES: list[Any] = [

@@ -193,6 +193,25 @@ FROM alert_versions WHERE org_id = $1 AND alert_id = $2 ORDER BY version;
 SELECT seq, event, snapshot::text AS snapshot
 FROM alert_versions WHERE org_id = $1 AND seq > $2 ORDER BY seq LIMIT $3;
 
+-- name: alert_stream_snapshot
+-- In the stream read's REPEATABLE READ snapshot: the oldest transaction still running and all
+-- those running (their events may yet commit with a lower seq than ones already sent).
+SELECT pg_snapshot_xmin(s)::text::bigint AS xmin,
+       array(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x ORDER BY 1) AS xip
+FROM pg_current_snapshot() AS s;
+
+-- name: alert_events_late_of
+-- Events at or below the stream's last seq written by the transactions running at its last read.
+SELECT seq, event, snapshot::text AS snapshot
+FROM alert_versions WHERE org_id = $1 AND seq <= $2 AND xid = ANY($3::text[]::xid8[])
+ORDER BY seq;
+
+-- name: alert_events_late_from
+-- After a reconnect: events at or below the last seq from any transaction from the horizon on.
+SELECT seq, event, snapshot::text AS snapshot
+FROM alert_versions WHERE org_id = $1 AND seq <= $2 AND xid >= $3::text::xid8
+ORDER BY seq;
+
 -- name: last_alert_event
 SELECT coalesce(max(seq), 0) FROM alert_versions WHERE org_id = $1;
 
