@@ -45,7 +45,11 @@ WHERE org_id = $1 AND deleted_at IS NULL
 ORDER BY received_at, id;
 
 -- name: entity_corpus_stamp
-SELECT count(*) AS n, max(updated_at) AS latest FROM entities
+-- Changes whenever an entity of the org's registry (or the shared one) is added, edited or
+-- removed: its row's writing transaction (xmin) changes, whatever order edits commit in (the
+-- newest updated_at alone misses an edit that commits after a later-started one).
+SELECT count(*) AS n, max(updated_at) AS latest, sum(xmin::text::bigint) AS writes
+FROM entities
 WHERE (org_id = $1 OR org_id IS NULL);
 
 -- name: report_for_matching

@@ -106,3 +106,45 @@ async def test_two_workers_matching_one_raid_at_once_make_one_incident(
         )
     assert await _incident(pool, one["id"]) == await _incident(pool, other["id"])
     assert [r["n"] for r in cases] == [2]  # one case holds both, no case holds one alone
+
+
+async def test_a_registry_edit_that_commits_late_reaches_the_index(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """Two registry edits, the one that started first committing last: a worker that read the
+    registry between the two commits reads it again (it used to compare only the count and the
+    newest edit time, which the late edit does not change)."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    ids = []
+    for name in ("Everest Overseas Recruitment", "Himal Manpower Pvt. Ltd."):
+        body = {"kind": "recruitment_agency", "legal_name": name, "country": "NP"}
+        r = await client.post("/v1/registry/entities", json=body, headers=staff.headers)
+        assert r.status_code == 201, r.text
+        ids.append(uuid.UUID(r.json()["id"]))
+    everest, himal = ids
+    phone = await new_phone(client, staff)
+    worker = MatchingCache()
+
+    async def mention(name: str) -> str:
+        body = report(worker=None, origin_country="NP", recruiter={"name": name})
+        await push(client, phone, [create(phone, body)])
+        await _match(client, pool, worker, staff.org_id, body["id"])
+        return f"{body['id']}:recruiter"
+
+    await mention("Himal Manpower")
+    edit = "UPDATE entities SET {} = {}, version = version + 1, updated_at = now() WHERE id = $1"
+    async with pool.acquire() as first, pool.acquire() as second:
+        started = first.transaction()
+        await started.start()
+        await first.execute(edit.format("aliases", "ARRAY['Sagarmatha Services']"), everest)
+        await second.execute(edit.format("address", "'Putalisadak, Kathmandu'"), himal)
+        await mention("Himal Manpower")  # the worker reads the registry between the commits
+        await started.commit()
+    subject = await mention("Sagarmatha Services")
+    async with pool.acquire() as conn:
+        candidates = await conn.fetch(
+            "SELECT candidate_id FROM match_decisions WHERE org_id = $1 AND subject_id = $2",
+            staff.org_id,
+            subject,
+        )
+    assert [r["candidate_id"] for r in candidates] == [str(everest)]
