@@ -48,14 +48,10 @@ class StreamEvent(msgspec.Struct, frozen=True):
     id: str  # where a reconnect resumes after this event
 
 
-async def _snapshot(conn: Conn) -> Any:
-    return await conn.fetchrow(Q.alert_stream_snapshot)
-
-
 async def start_position(conn: Conn, org_id: Any) -> StreamPosition:
     """Now: the newest event, and the transactions still running that may add older ones."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        snapshot = await _snapshot(conn)
+        snapshot: Any = await conn.fetchrow(Q.alert_stream_snapshot)  # always one row
         last = await conn.fetchval(Q.last_alert_event, org_id)
     return StreamPosition(last, snapshot["xmin"], tuple(snapshot["xip"]))
 
@@ -66,7 +62,7 @@ async def read_events(
     """The events after `position` (the late band first, then at most `limit` newer ones), the
     position after them, and whether more newer ones are waiting."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        snapshot = await _snapshot(conn)
+        snapshot: Any = await conn.fetchrow(Q.alert_stream_snapshot)  # always one row
         band: list[Any] = []
         if position.horizon is not None and position.running is None:
             band = await conn.fetch(

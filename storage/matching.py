@@ -482,27 +482,21 @@ async def rejoin_persons(
             corpus.index.frequencies,
         )
         target = next((c for c in decided if c.decision == "link"), None)
-        person = None if target is None else await conn.fetchval(
-            Q.person_of_report, uuid.UUID(target.id)
-        )  # fmt: skip
-        if target is None or person is None:
+        if target is None:
             continue
-        previous = {"person_id": str(own)}
-        decision = await _record_decision(
-            conn, org_id, "person", subject, corpus, features, target, "auto_linked", previous
+        person = await conn.fetchval(Q.person_of_report, uuid.UUID(target.id))
+        if person is None:  # the candidate's own match is still queued
+            continue
+        explanation = corpus.matcher.explain_features(
+            features, corpus.features[target.id], corpus.index.frequencies
         )
-        if decision is None:  # the pair has a decision already: only a pending one may change
-            pending = await conn.fetchval(Q.decision_of_pair, org_id, "person", subject, target.id)
-            explanation = corpus.matcher.explain_features(
-                features, corpus.features[target.id], corpus.index.frequencies
-            )
-            decision = await conn.fetchval(
-                Q.relink_pending_decision, org_id, pending, target.probability,
-                target.total_weight, _ENCODER.encode(explanation).decode(),
-                _ENCODER.encode(previous).decode(), corpus.matcher.model.method,
-            )  # fmt: skip
-            if decision is None:
-                continue
+        decision = await conn.fetchval(
+            Q.link_or_settle_decision, org_id, "person", subject, target.id, target.probability,
+            target.total_weight, _ENCODER.encode(explanation).decode(),
+            _ENCODER.encode({"person_id": str(own)}).decode(), corpus.matcher.model.method,
+        )  # fmt: skip
+        if decision is None:  # the pair has a decision already, not one awaiting review
+            continue
         await conn.execute(Q.set_person_member, row["report_id"], org_id, person, decision)
         grown.add(person)
         joined += 1

@@ -93,19 +93,20 @@ WHERE m.org_id = $1 AND r.deleted_at IS NULL
           AND d.decided_by <> 'matcher')
 ORDER BY r.received_at DESC, r.id DESC LIMIT $4;
 
--- name: relink_pending_decision
--- A suggestion still awaiting review that a refitted model now links by itself: the decision
--- becomes the matcher's auto-link, with the new model's score and what the link replaced.
-UPDATE match_decisions
-SET probability = $3, total_weight = $4, explanation = $5::jsonb, suggestion = 'link',
-    status = 'auto_linked', decided_by = 'matcher', decided_at = now(), previous = $6::jsonb,
-    model_version = $7
-WHERE org_id = $1 AND id = $2 AND status = 'pending_review'
+-- name: link_or_settle_decision
+-- The matcher's link of a pair after a refit (rejoin): a new decision, or the pair's suggestion
+-- still awaiting review becoming it, with the new model's score and what the link replaced. No
+-- row when the pair has a decision in any other state.
+INSERT INTO match_decisions (org_id, job, subject_id, candidate_id, probability, total_weight,
+                             explanation, suggestion, status, decided_by, previous, model_version)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, 'link', 'auto_linked', 'matcher', $8::jsonb, $9)
+ON CONFLICT (org_id, job, subject_id, candidate_id) DO UPDATE
+SET probability = excluded.probability, total_weight = excluded.total_weight,
+    explanation = excluded.explanation, suggestion = 'link', status = 'auto_linked',
+    decided_by = 'matcher', decided_at = now(), previous = excluded.previous,
+    model_version = excluded.model_version
+WHERE match_decisions.status = 'pending_review'
 RETURNING id;
-
--- name: decision_of_pair
-SELECT id FROM match_decisions
-WHERE org_id = $1 AND job = $2 AND subject_id = $3 AND candidate_id = $4;
 
 -- name: insert_incident
 INSERT INTO incidents (org_id) VALUES ($1) RETURNING id;
