@@ -26,7 +26,14 @@ from storage.attachments import AttachmentRefused
 from storage.errors import AlreadyExists, NotFound, StaleVersion, StorageUnavailable
 from storage.keyring import MasterKeyUnavailable
 
-__all__ = ["FieldError", "Problem", "ProblemError", "exception_handlers", "problem_type"]
+__all__ = [
+    "FieldError",
+    "Problem",
+    "ProblemError",
+    "exception_handlers",
+    "invalid_request",
+    "problem_type",
+]
 
 PROBLEM_JSON = "application/problem+json"
 _log = logging.getLogger("fairwatch.errors")
@@ -83,6 +90,14 @@ class ProblemError(Exception):
             extensions=extensions or None,
         )
         self.headers = headers or {}
+
+
+def invalid_request(
+    detail: str | None = None, errors: list[FieldError] | None = None
+) -> ProblemError:
+    """A 422 `validation` problem for a check route code makes after decoding, shaped like the
+    decoder's own (`_handle_validation`)."""
+    return ProblemError(422, "validation", "The request has invalid fields", detail, errors=errors)
 
 
 def _respond(

@@ -24,7 +24,7 @@ from cases.accounts import Role
 from cases.taxonomy import Taxonomy
 from server.auth import ANY_STAFF, Caller, requires
 from server.pagination import Page, decode_page_token, page_of
-from server.problems import FieldError, ProblemError
+from server.problems import FieldError, ProblemError, invalid_request
 from server.resources import Db, resources_of
 from server.scheduler import cron_trigger
 from server.settings import Environment
@@ -91,21 +91,20 @@ class ScheduleUpdate(ScheduleDraft, frozen=True, kw_only=True):
 def _check_categories(taxonomy: Taxonomy, codes: list[str] | None, field: str) -> None:
     unknown = [c for c in codes or [] if c not in taxonomy]
     if unknown:
-        raise ProblemError(
-            422, "validation", "The request has invalid fields",
+        raise invalid_request(
             f"unknown categories: {', '.join(unknown)}",
             errors=[FieldError(field=field, message=f"unknown category {c}") for c in unknown],
-        )  # fmt: skip
+        )
 
 
 def _check_cron(cron: str) -> None:
     try:
         cron_trigger(cron)
     except ValueError as exc:
-        raise ProblemError(
-            422, "validation", "The request has invalid fields", f"cron: {exc}",
+        raise invalid_request(
+            f"cron: {exc}",
             errors=[FieldError(field="cron", message=str(exc))],
-        ) from None  # fmt: skip
+        ) from None
 
 
 # On-demand scans and the run log
@@ -175,10 +174,9 @@ async def put_risk_settings(
     principal: Caller, db: Db, data: JSONBody[RiskSettings]
 ) -> RiskSettings:
     if data.alert_min_recurrence_days < 1:
-        raise ProblemError(
-            422, "validation", "The request has invalid fields",
+        raise invalid_request(
             errors=[FieldError(field="alert_min_recurrence_days", message="must be >= 1")],
-        )  # fmt: skip
+        )
     return await RiskRepository(db).save_settings(principal.org_id, data)
 
 
@@ -359,16 +357,16 @@ async def create_subscription(
     _check_categories(res.taxonomy, data.categories, "categories")
     bad_cells = [c for c in data.cells if not h3.is_valid_cell(c)]
     if bad_cells:
-        raise ProblemError(
-            422, "validation", "The request has invalid fields", "cells must be H3 cells",
+        raise invalid_request(
+            "cells must be H3 cells",
             errors=[FieldError(field="cells", message=f"not an H3 cell: {c}") for c in bad_cells],
-        )  # fmt: skip
+        )
     url = data.webhook_url
     if url and res.settings.environment == Environment.PRODUCTION and url.startswith("http:"):
-        raise ProblemError(
-            422, "validation", "The request has invalid fields", "webhooks need https",
+        raise invalid_request(
+            "webhooks need https",
             errors=[FieldError(field="webhook_url", message="must use https in production")],
-        )  # fmt: skip
+        )
     async with db.transaction():
         return await SubscriptionRepository(db, res.keyring).add(
             principal.org_id, principal.user_id, data
@@ -463,11 +461,10 @@ async def stream_alerts(
     if last_event_id is not None:
         after = StreamPosition.parse(last_event_id)
         if after is None:
-            raise ProblemError(
-                422, "validation", "The request has invalid fields",
+            raise invalid_request(
                 "Last-Event-ID: not an id this stream sent",
                 errors=[FieldError("Last-Event-ID", "not an id this stream sent", "header")],
-            )  # fmt: skip
+            )
     dsn = resources_of(state).dsn
     return ServerSentEvent(_alert_events(dsn, principal.org_id, after))
 

@@ -19,7 +19,7 @@ from cases.accounts import Role
 from cases.consent import ConsentAction, ConsentMethod, ConsentPurpose, PartnerKind
 from cases.workflow import SlaPolicy
 from server.auth import Caller, requires
-from server.problems import ProblemError
+from server.problems import invalid_request
 from server.resources import Db, resources_of
 from server.routes.case_problems import CASE_TEAM, actor_of, case_errors
 from storage.case_referrals import (
@@ -324,9 +324,7 @@ async def put_case_settings(principal: Caller, db: Db, data: JSONBody[SlaUpdate]
     try:
         sla = msgspec.convert(data.sla, SlaPolicy, strict=False)
     except (msgspec.ValidationError, ValueError) as exc:
-        raise ProblemError(
-            422, "validation", "The request has invalid fields", f"sla: {exc}"
-        ) from None
+        raise invalid_request(f"sla: {exc}") from None
     version = await store_sla(db, principal.org_id, sla, principal.user_id, data.version)
     return SlaSettings(sla=sla, version=version)
 

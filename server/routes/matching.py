@@ -16,7 +16,7 @@ from cases.accounts import Role
 from cases.matching.jobs import JOB_NAMES, JobName
 from server.auth import ANY_STAFF, Caller, audit_staff, requires
 from server.pagination import Page, decode_page_token, page_of
-from server.problems import FieldError, ProblemError
+from server.problems import FieldError, ProblemError, invalid_request
 from server.resources import Db
 from storage.db import KEYSET_START
 from storage.errors import NotFound
@@ -331,10 +331,10 @@ async def put_thresholds(
                 old=_audited(previous), new=_audited(saved),
             )  # fmt: skip
     except MergeNotApplicable as exc:
-        raise ProblemError(
-            422, "validation", "The request has invalid fields", f"merge: {exc}",
+        raise invalid_request(
+            f"merge: {exc}",
             errors=[FieldError("merge", str(exc), "body")],
-        ) from None  # fmt: skip
+        ) from None
     # The worker reads the pin at its next match (storage.matching.MatchingCache.corpus).
     return await thresholds_in_force(db, principal.org_id, kind)
 
