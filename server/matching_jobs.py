@@ -5,7 +5,8 @@ matching failure is retried by the job queue without touching what the device se
 new reports queues one ``reports.match_many`` job per chunk of reports (a job row per report
 cost the push as much as the report's own feed row); a report whose matching fails there gets a
 ``reports.match`` job of its own, so it is retried (and, in the end, buried where an operator sees
-it) without holding back the others.
+it) without holding back the others. A report amended, withdrawn or redacted queues
+``reports.rematch`` (`storage.reports.queue_rematch`), which brings its matching up to date.
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ from typing import TYPE_CHECKING
 
 from storage.db import Conn
 from storage.jobs import ClaimedJob, JobQueue
-from storage.matching import MatchingCache, match_report, refit_model, rejoin_persons
+from storage.matching import (
+    MatchingCache,
+    match_report,
+    refit_model,
+    rejoin_persons,
+    rematch_report,
+)
 from storage.queries import Q
+from storage.reports import REMATCH
 
 if TYPE_CHECKING:
     from server.worker import JobHandler, WorkerContext
@@ -30,6 +38,7 @@ __all__ = [
     "REFIT",
     "REFIT_DUE",
     "REJOIN",
+    "REMATCH",
     "enqueue_refits_due",
 ]
 
@@ -68,6 +77,14 @@ async def _match_many(conn: Conn, job: ClaimedJob, context: WorkerContext) -> No
             await JobQueue(conn).enqueue(
                 MATCH_REPORT, {"report_id": report_id}, org_id=job.org_id, dedupe_key=report_id
             )
+
+
+async def _rematch(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
+    # One transaction for the batch: a failure retries it whole (rematching is idempotent).
+    assert job.org_id is not None
+    keyring = context.resources.keyring
+    for report_id in job.payload["report_ids"]:
+        await rematch_report(conn, keyring, _CACHE, job.org_id, uuid.UUID(report_id))
 
 
 async def _refit(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
@@ -123,4 +140,5 @@ HANDLERS: dict[str, JobHandler] = {
     REFIT: _refit,
     REFIT_DUE: _refits_due,
     REJOIN: _rejoin,
+    REMATCH: _rematch,
 }

@@ -4,7 +4,8 @@ Each organisation's records are held in an in-process index per job, refreshed f
 before each match (for incidents and persons: every report matched since the last read, by the
 transaction that wrote its membership, and one org's matching of a job runs one transaction at a
 time across processes), so matching one new report costs a candidate lookup, not a scan, and
-sees every report matched before it. Every link is a
+sees every report matched before it. A report that changes after it was matched (amended,
+withdrawn, redacted) is matched again as it is now (`rematch_report`). Every link is a
 stored decision with its explanation and the state it replaced; undoing a decision puts that
 state back exactly, and human decisions are labels for refitting the model.
 """
@@ -43,6 +44,7 @@ __all__ = [
     "match_report",
     "refit_model",
     "rejoin_persons",
+    "rematch_report",
     "undo_decision",
 ]
 
@@ -68,6 +70,10 @@ class _Corpus:
     index: CandidateIndex[Any]
     features: dict[str, Any] = field(default_factory=dict)
     records: dict[str, Any] = field(default_factory=dict)
+    # Incidents and persons: each filed report's index position, and the transaction that
+    # wrote the membership it was read at; a membership written again (the report was moved,
+    # amended, withdrawn or redacted) is read again and the report filed anew.
+    filed: dict[str, tuple[int, str]] = field(default_factory=dict)
     # Incidents and persons: every membership a transaction below this id wrote has been read
     # (`match_horizon`); the next read starts here, so one that committed late is not missed.
     horizon: str = "0"
@@ -129,6 +135,29 @@ def _add(corpus: _Corpus, record: Any) -> None:
     corpus.records[record.id] = record
 
 
+def _file(corpus: _Corpus, report_id: str, record: Any | None, xid: str) -> None:
+    """File a report's current features (None: drop it) as of its membership written by `xid`."""
+    known = corpus.filed.pop(report_id, None)
+    if known is not None and record is not None and corpus.records[report_id] == record:
+        corpus.filed[report_id] = (known[0], xid)  # moved between groups, not changed
+        return
+    if known is not None:
+        corpus.index.discard(known[0])
+        del corpus.features[report_id], corpus.records[report_id]
+    if record is None:
+        return
+    features = corpus.matcher.job.prepare(record)
+    corpus.filed[report_id] = (corpus.index.add(features), xid)
+    corpus.features[report_id] = features
+    corpus.records[report_id] = record
+
+
+def _read_at(corpus: _Corpus, report_id: str, xid: str) -> bool:
+    """Whether the index holds the report as its membership written by `xid` left it."""
+    known = corpus.filed.get(report_id)
+    return known is not None and known[1] == xid
+
+
 def incident_record(row: Any, report: Report | None = None) -> IncidentRecord:
     employer = report.employer if report else _party(row["employer"])
     narrative = report.narrative if report else (row["narrative"] or "")
@@ -187,8 +216,10 @@ def mention_record(
 async def _refresh_incidents(conn: Conn, org_id: uuid.UUID, corpus: _Corpus) -> None:
     horizon = await conn.fetchval(Q.match_horizon)
     for row in await conn.fetch(Q.incident_corpus, org_id, corpus.horizon):
-        if str(row["id"]) not in corpus.features:
-            _add(corpus, incident_record(row))
+        report_id = str(row["id"])
+        if not _read_at(corpus, report_id, row["xid"]):
+            record = None if row["withdrawn"] else incident_record(row)
+            _file(corpus, report_id, record, row["xid"])
     corpus.horizon = horizon
 
 
@@ -197,16 +228,18 @@ async def _refresh_persons(
 ) -> None:
     horizon = await conn.fetchval(Q.match_horizon)
     for row in await conn.fetch(Q.person_corpus, org_id, corpus.horizon):
-        if str(row["id"]) in corpus.features:
+        report_id = str(row["id"])
+        if _read_at(corpus, report_id, row["xid"]):
             continue  # read again from the band of transactions running at the last read
-        parts = await keyring.decrypt_struct(
-            conn, org_id, row["sealed"], sealed_context(row["id"]), SealedParts
-        )
-        # With the report's origin country, as when it was matched: a phone written in its
-        # national format compares with the same number written internationally.
-        record = person_record(row["id"], parts, row["origin_country"])
-        if record is not None:
-            _add(corpus, record)
+        record = None
+        if not row["withdrawn"] and row["sealed"] is not None:  # not withdrawn nor redacted
+            parts = await keyring.decrypt_struct(
+                conn, org_id, row["sealed"], sealed_context(row["id"]), SealedParts
+            )
+            # With the report's origin country, as when it was matched: a phone written in its
+            # national format compares with the same number written internationally.
+            record = person_record(row["id"], parts, row["origin_country"])
+        _file(corpus, report_id, record, row["xid"])
     corpus.horizon = horizon
 
 
@@ -284,6 +317,80 @@ async def match_report(
         await _match_person(conn, keyring, cache, org_id, report, parts)
 
 
+async def rematch_report(
+    conn: Conn, keyring: Keyring, cache: MatchingCache, org_id: uuid.UUID, report_id: uuid.UUID
+) -> None:
+    """Bring one report's matching up to date after it changed: amended by its monitor (or a
+    conflict resolved), withdrawn, or redacted. Running it again changes nothing.
+
+    Every process's index takes the report's current features, or drops a withdrawn or redacted
+    report: its memberships are written again by this transaction, so each process reads them
+    again (`_refresh_incidents`, `_refresh_persons`). For each job the report has not been
+    matched in yet, it is matched as a new report: an amendment that adds the worker's identity
+    or the employer's name is matched then. A report already in an incident or person is not
+    moved out of it by its amendment (an incident holds a case; a human undoes a link), but a
+    report alone in its person joins another person as after a refit, and candidates outside
+    its group that the amended report now resembles become suggestions in the review queue
+    (none with a report it has a decision with either way round).
+    """
+    row = await conn.fetchrow(Q.report_for_matching, org_id, report_id)
+    if row is None:
+        return
+    live = row["deleted_at"] is None
+    report = msgspec.json.decode(row["content"], type=Report)
+    await conn.execute(Q.lock_matching, org_id, "incident")
+    if await conn.fetchval(Q.touch_incident_member, report_id) is None:
+        if live:
+            await _match_incident(conn, cache, org_id, row, report)
+    else:
+        corpus = await cache.corpus(conn, org_id, "incident")
+        await _refresh_incidents(conn, org_id, corpus)
+        if live:
+            await _suggest(conn, corpus, org_id, "incident", report_id, Q.incident_of_report)
+    if live:
+        await _match_entities(conn, cache, org_id, report)
+    parts = None
+    if row["sealed"] is not None:
+        parts = await keyring.decrypt_struct(
+            conn, org_id, row["sealed"], sealed_context(report_id), SealedParts
+        )
+    await conn.execute(Q.lock_matching, org_id, "person")
+    if await conn.fetchval(Q.touch_person_member, report_id) is None:
+        if live and parts is not None:
+            await _match_person(conn, keyring, cache, org_id, report, parts)
+        return
+    corpus = await cache.corpus(conn, org_id, "person")
+    await _refresh_persons(conn, keyring, org_id, corpus)
+    if not live or str(report_id) not in corpus.records:
+        return
+    if await conn.fetchval(Q.person_alone_undecided, report_id):
+        own = await conn.fetchval(Q.person_of_report, report_id)
+        refused = await _refused_pairs(conn, org_id)
+        if await _join_alone(conn, corpus, org_id, refused, report_id, own) is not None:
+            return
+    await _suggest(conn, corpus, org_id, "person", report_id, Q.person_of_report)
+
+
+async def _suggest(
+    conn: Conn, corpus: _Corpus, org_id: uuid.UUID, job: Job, report_id: uuid.UUID, group: str
+) -> None:
+    """Review suggestions for a matched report that changed: its candidates in another group
+    (`group`: the query giving a report's incident or person) it has no decision with."""
+    subject = str(report_id)
+    features = corpus.features[subject]
+    own = await conn.fetchval(group, report_id)
+    decided = {r["partner"] for r in await conn.fetch(Q.decided_partners, org_id, job, subject)}
+    for candidate in corpus.matcher.match_one(corpus.records[subject], corpus.index, limit=3):
+        if candidate.decision == "no_link" or candidate.id in decided:
+            continue
+        if await conn.fetchval(group, uuid.UUID(candidate.id)) == own:
+            continue
+        # As a suggestion whatever its score: an amendment never moves a report by itself.
+        await _record_decision(
+            conn, org_id, job, subject, corpus, features, candidate, "pending_review", None
+        )
+
+
 async def _match_incident(
     conn: Conn, cache: MatchingCache, org_id: uuid.UUID, row: Any, report: Report
 ) -> None:
@@ -296,7 +403,7 @@ async def _match_incident(
     features = corpus.matcher.job.prepare(record)
     # Its own incident first, so that undoing a later link can put it back exactly here.
     own = await conn.fetchval(Q.insert_incident, org_id)
-    await conn.execute(Q.set_incident_member, report.id, org_id, own, None)
+    xid = await conn.fetchval(Q.set_incident_member, report.id, org_id, own, None)
     for candidate in await _join_decisions(conn, corpus, Q.incident_group_of_report, record):
         if candidate.decision == "no_link":
             continue
@@ -306,13 +413,13 @@ async def _match_incident(
                 conn, org_id, "incident", str(report.id), corpus, features, candidate,
                 "auto_linked", {"incident_id": str(own)},
             )  # fmt: skip
-            await conn.execute(Q.set_incident_member, report.id, org_id, target, decision)
+            await conn.fetchval(Q.set_incident_member, report.id, org_id, target, decision)
             break
         await _record_decision(
             conn, org_id, "incident", str(report.id), corpus, features, candidate,
             "pending_review", None,
         )  # fmt: skip
-    _add(corpus, record)
+    _file(corpus, str(report.id), record, xid)  # one transaction, one xid for both writes
     # A case follows every incident: a new one opens, a joined one takes the report in.
     final = await conn.fetchval(Q.incident_of_report, report.id)
     await open_case_for_incident(conn, org_id=org_id, incident_id=final)
@@ -401,7 +508,7 @@ async def _match_person(
     await _refresh_persons(conn, keyring, org_id, corpus)
     features = corpus.matcher.job.prepare(record)
     own = await conn.fetchval(Q.insert_person, org_id)
-    await conn.execute(Q.set_person_member, report.id, org_id, own, None)
+    xid = await conn.fetchval(Q.set_person_member, report.id, org_id, own, None)
     for candidate in await _join_decisions(conn, corpus, Q.person_group_of_report, record):
         if candidate.decision == "no_link":
             continue
@@ -422,7 +529,7 @@ async def _match_person(
             conn, org_id, "person", str(report.id), corpus, features, candidate,
             "pending_review", None,
         )  # fmt: skip
-    _add(corpus, record)
+    _file(corpus, str(report.id), record, xid)
 
 
 async def rejoin_persons(
@@ -449,60 +556,81 @@ async def rejoin_persons(
     await conn.execute(Q.lock_matching, org_id, "person")
     corpus = await cache.corpus(conn, org_id, "person")
     await _refresh_persons(conn, keyring, org_id, corpus)
-    refused = {
-        frozenset((r["subject_id"], r["candidate_id"]))
-        for r in await conn.fetch(Q.match_labels, org_id, "person")
-        if r["status"] != "accepted"
-    }
+    refused = await _refused_pairs(conn, org_id)
     at, last = before if before is not None else (None, None)
     rows = await conn.fetch(Q.person_singletons, org_id, at, last, REJOIN_BATCH)
     joined = 0
     grown: set[uuid.UUID] = set()
     for row in rows:
-        subject = str(row["report_id"])
-        record = corpus.records.get(subject)
-        if record is None:
-            continue
         own = await conn.fetchval(Q.person_of_report, row["report_id"])
         if own in grown:  # another report of this batch has joined it meanwhile
             continue
-        candidates = corpus.matcher.match_one(record, corpus.index, limit=3)
-        groups: dict[str, list[str]] = {}
-        for candidate in candidates:
-            if candidate.decision == "link":
-                found = await conn.fetch(Q.person_group_of_report, uuid.UUID(candidate.id))
-                groups[candidate.id] = [r["report_id"] for r in found]
-        if any(frozenset((subject, m)) in refused for g in groups.values() for m in g):
-            continue
-        features = corpus.features[subject]
-        decided = corpus.matcher.join_decisions(
-            features,
-            candidates,
-            {c: [corpus.features[m] for m in g if m in corpus.features] for c, g in groups.items()},
-            corpus.index.frequencies,
-        )
-        target = next((c for c in decided if c.decision == "link"), None)
-        if target is None:
-            continue
-        person = await conn.fetchval(Q.person_of_report, uuid.UUID(target.id))
-        if person is None:  # the candidate's own match is still queued
-            continue
-        explanation = corpus.matcher.explain_features(
-            features, corpus.features[target.id], corpus.index.frequencies
-        )
-        decision = await conn.fetchval(
-            Q.link_or_settle_decision, org_id, "person", subject, target.id, target.probability,
-            target.total_weight, _ENCODER.encode(explanation).decode(),
-            _ENCODER.encode({"person_id": str(own)}).decode(), corpus.matcher.model.method,
-        )  # fmt: skip
-        if decision is None:  # the pair has a decision already, not one awaiting review
-            continue
-        await conn.execute(Q.set_person_member, row["report_id"], org_id, person, decision)
-        grown.add(person)
-        joined += 1
+        person = await _join_alone(conn, corpus, org_id, refused, row["report_id"], own)
+        if person is not None:
+            grown.add(person)
+            joined += 1
     if len(rows) < REJOIN_BATCH:
         return joined, None
     return joined, (rows[-1]["received_at"], rows[-1]["report_id"])
+
+
+async def _refused_pairs(conn: Conn, org_id: uuid.UUID) -> set[frozenset[str]]:
+    """Person pairs a human said are not one worker (rejected, or a link undone), as sets."""
+    return {
+        frozenset((r["subject_id"], r["candidate_id"]))
+        for r in await conn.fetch(Q.match_labels, org_id, "person")
+        if r["status"] != "accepted"
+    }
+
+
+async def _join_alone(
+    conn: Conn,
+    corpus: _Corpus,
+    org_id: uuid.UUID,
+    refused: set[frozenset[str]],
+    report_id: uuid.UUID,
+    own: uuid.UUID,
+) -> uuid.UUID | None:
+    """A report alone in its person (`own`) joins its best candidate's person if the worker's
+    rule allows it (`rejoin_persons`); returns the person it joined."""
+    subject = str(report_id)
+    record = corpus.records.get(subject)
+    if record is None:
+        return None
+    candidates = corpus.matcher.match_one(record, corpus.index, limit=3)
+    groups: dict[str, list[str]] = {}
+    for candidate in candidates:
+        if candidate.decision == "link":
+            found = await conn.fetch(Q.person_group_of_report, uuid.UUID(candidate.id))
+            groups[candidate.id] = [r["report_id"] for r in found]
+    if any(frozenset((subject, m)) in refused for g in groups.values() for m in g):
+        return None
+    features = corpus.features[subject]
+    decided = corpus.matcher.join_decisions(
+        features,
+        candidates,
+        {c: [corpus.features[m] for m in g if m in corpus.features] for c, g in groups.items()},
+        corpus.index.frequencies,
+    )
+    target = next((c for c in decided if c.decision == "link"), None)
+    if target is None:
+        return None
+    person: uuid.UUID | None = await conn.fetchval(Q.person_of_report, uuid.UUID(target.id))
+    if person is None:  # the candidate's own match is still queued
+        return None
+    explanation = corpus.matcher.explain_features(
+        features, corpus.features[target.id], corpus.index.frequencies
+    )
+    decision = await conn.fetchval(
+        Q.link_or_settle_decision, org_id, "person", subject, target.id, target.probability,
+        target.total_weight, _ENCODER.encode(explanation).decode(),
+        _ENCODER.encode({"person_id": str(own)}).decode(), corpus.matcher.model.method,
+    )  # fmt: skip
+    if decision is None:  # the pair has a decision already, not one awaiting review
+        return None
+    xid = await conn.fetchval(Q.set_person_member, report_id, org_id, person, decision)
+    _file(corpus, subject, record, xid)  # the same record: the index learns the new xid only
+    return person
 
 
 async def _apply_link(

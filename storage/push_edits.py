@@ -25,6 +25,7 @@ from storage.reports import (
     ReportStore,
     conflict_values,
     is_sensitive_path,
+    queue_rematch,
     sealed_context,
     split_sensitive,
 )
@@ -279,6 +280,7 @@ async def _write_edits(
         )
     if out.withdrawn:
         await conn.executemany(Q.delete_report, [(rid,) for rid in out.withdrawn])
+    await queue_rematch(conn, org_id, sorted({*out.last, *out.withdrawn}))
     await publish_report_states(
         conn,
         org_id,

@@ -158,7 +158,7 @@ async def _apply_step(
         refused = refuse_withdrawal(step, mutation, device.monitor_id, current)
         if refused is not None:
             return refused
-        version = await reports.withdraw(mutation.report_id)
+        version = await reports.withdraw(device.org_id, mutation.report_id)
         await publish_report_tombstone(
             conn,
             org_id=device.org_id,

@@ -20,20 +20,36 @@ import msgspec
 from cases.reports import Report, WorkerIdentity
 from storage.db import Conn
 from storage.errors import NotFound
+from storage.jobs import JobQueue
 from storage.keyring import Keyring
 from storage.queries import Q
 from sync.apply import StoredReport
 from sync.merge import FieldConflict
 
 __all__ = [
+    "REMATCH",
     "ReportStore",
     "SealedParts",
     "conflict_context",
     "conflict_values",
     "is_sensitive_path",
+    "queue_rematch",
     "sealed_context",
     "split_sensitive",
 ]
+
+# A report's matching features changed (amended, a conflict resolved, withdrawn, redacted): the
+# worker brings its matching up to date (`storage.matching.rematch_report`).
+REMATCH = "reports.rematch"
+
+
+async def queue_rematch(conn: Conn, org_id: uuid.UUID, report_ids: list[uuid.UUID]) -> None:
+    """Queue the reports' rematch in the caller's transaction: a committed change always has
+    one. No dedupe key: a job already running may have read the report before this change."""
+    if report_ids:
+        await JobQueue(conn).enqueue(
+            REMATCH, {"report_ids": [str(r) for r in report_ids]}, org_id=org_id
+        )
 
 
 class SealedParts(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -220,9 +236,11 @@ class ReportStore:
             list(report.categories),
         )
         await self._set_attachments(org_id, report)
+        await queue_rematch(self._conn, org_id, [report.id])
 
-    async def withdraw(self, report_id: uuid.UUID) -> int:
+    async def withdraw(self, org_id: uuid.UUID, report_id: uuid.UUID) -> int:
         version: int = await self._conn.fetchval(Q.delete_report, report_id)
+        await queue_rematch(self._conn, org_id, [report_id])
         return version
 
     async def add_conflicts(

@@ -23,6 +23,7 @@ from storage.audit import record_system
 from storage.db import Conn
 from storage.feed import publish_report_state
 from storage.queries import Q
+from storage.reports import queue_rematch
 
 __all__ = [
     "PrivacySettings",
@@ -105,11 +106,12 @@ async def redact_due_reports(conn: Conn, org_id: uuid.UUID, *, limit: int = 200)
     due = await conn.fetch(
         Q.reports_due_for_redaction, org_id, settings["redact_after_days"], limit
     )
-    count = 0
+    redacted_ids: list[uuid.UUID] = []
     for row in due:
         redacted = await conn.fetchrow(Q.redact_report, org_id, row["id"])
         if redacted is None:
             continue
+        redacted_ids.append(row["id"])
         await conn.execute(Q.redact_report_versions, row["id"])
         await conn.execute(Q.redact_report_conflicts, row["id"])
         await conn.execute(Q.redact_case_referrals, org_id, row["case_id"])
@@ -132,5 +134,6 @@ async def redact_due_reports(conn: Conn, org_id: uuid.UUID, *, limit: int = 200)
             redact_after_days=settings["redact_after_days"],
             attachments_erased=erased,
         )
-        count += 1
-    return count
+    # The worker's matching indexes drop the erased identities they hold in memory.
+    await queue_rematch(conn, org_id, redacted_ids)
+    return len(redacted_ids)

@@ -3,6 +3,7 @@ record is compared with the few records that share a key, not with all of them."
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Callable, Iterable
@@ -137,9 +138,10 @@ class CandidateIndex(Generic[F]):
         self.records: list[F] = []
         self.postings: dict[str, list[int]] = {}
         self.frequencies = FrequencyTable()
+        self._discarded: set[int] = set()
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) - len(self._discarded)
 
     def add(self, features: F) -> int:
         """File a prepared record; returns its position."""
@@ -149,6 +151,24 @@ class CandidateIndex(Generic[F]):
             self.postings.setdefault(key, []).append(position)
         self._count_values(features, self.frequencies)
         return position
+
+    def discard(self, position: int) -> None:
+        """Take a filed record out (its report was amended, withdrawn or redacted): no query
+        finds it again and its values leave the frequency counts. Positions are not reused, so
+        a replacement is filed again with `add`."""
+        if position in self._discarded:
+            return
+        self._discarded.add(position)
+        features = self.records[position]
+        for key in self._index_keys(features):  # as `add` filed it
+            posting = self.postings[key]
+            # Positions are appended in increasing order, so each posting list is sorted.
+            del posting[bisect.bisect_left(posting, position)]
+            if not posting:
+                del self.postings[key]
+        counted = FrequencyTable()
+        self._count_values(features, counted)
+        self.frequencies.subtract(counted)
 
     def candidates(self, features: F, *, before: int | None = None) -> list[int]:
         """Positions of indexed records sharing a key with `features`.

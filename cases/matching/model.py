@@ -229,6 +229,25 @@ class FrequencyTable(msgspec.Struct):
             self._bump(namespace, table, value)
         self.totals[namespace] = self.totals.get(namespace, 0) + 1
 
+    def subtract(self, counted: FrequencyTable) -> None:
+        """Take out what `counted` holds (the counts of records leaving the index), keeping the
+        sums and squares as if those records had never been counted."""
+        for namespace, values in counted.counts.items():
+            table = self.counts.get(namespace, {})
+            for value, times in values.items():
+                for _ in range(times):
+                    count = table.get(value, 0)
+                    if count <= 0:
+                        raise ValueError(f"{namespace}:{value} is not counted")
+                    if count == 1:
+                        del table[value]
+                    else:
+                        table[value] = count - 1
+                    self.sums[namespace] -= 1
+                    self.squares[namespace] -= 2 * count - 1
+        for namespace, total in counted.totals.items():
+            self.totals[namespace] = self.totals.get(namespace, 0) - total
+
     def typical(self, namespace: str) -> float | None:
         """Expected frequency of the value two records agree on, when they agree by chance:
         sum(f^2) / sum(f). The reference of the term-frequency adjustment: values commoner

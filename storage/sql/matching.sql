@@ -5,20 +5,52 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon;
 -- name: incident_corpus
 -- The org's matched reports whose membership a transaction at or after the horizon $2 wrote
 -- (a process's index: every matched report, read again only from the band of transactions
--- that were running at its last read; ids it holds already are skipped by the caller).
-SELECT r.id, r.occurred_at, r.latitude, r.longitude, r.categories,
-       r.monitor_id::text AS monitor_id, r.content->'employer' AS employer,
-       r.content->>'narrative' AS narrative
+-- that were running at its last read; a row it has read at the same `xid` is skipped by the
+-- caller). A report amended, withdrawn or redacted has its membership written again
+-- (`touch_incident_member`), so every process reads it again: withdrawn ones to drop.
+SELECT r.id, m.xid::text AS xid, r.deleted_at IS NOT NULL AS withdrawn, r.occurred_at,
+       r.latitude, r.longitude, r.categories, r.monitor_id::text AS monitor_id,
+       r.content->'employer' AS employer, r.content->>'narrative' AS narrative
 FROM incident_members m JOIN reports r ON r.id = m.report_id
-WHERE m.org_id = $1 AND m.xid >= $2::text::xid8 AND r.deleted_at IS NULL
+WHERE m.org_id = $1 AND m.xid >= $2::text::xid8
 ORDER BY m.xid, r.id;
 
 -- name: person_corpus
-SELECT r.id, r.sealed, r.content->>'origin_country' AS origin_country
+-- As incident_corpus; a redacted report (no sealed part left) is read to be dropped too.
+SELECT r.id, m.xid::text AS xid, r.deleted_at IS NOT NULL AS withdrawn, r.sealed,
+       r.content->>'origin_country' AS origin_country
 FROM person_members m JOIN reports r ON r.id = m.report_id
-WHERE m.org_id = $1 AND m.xid >= $2::text::xid8 AND r.deleted_at IS NULL
-  AND r.sealed IS NOT NULL
+WHERE m.org_id = $1 AND m.xid >= $2::text::xid8
 ORDER BY m.xid, r.id;
+
+-- name: touch_incident_member
+-- A report's matching features changed: stamp its membership with this transaction so that
+-- every process reads it again. Its xid, or no row when the report has no incident yet.
+UPDATE incident_members SET xid = pg_current_xact_id() WHERE report_id = $1
+RETURNING xid::text;
+
+-- name: touch_person_member
+UPDATE person_members SET xid = pg_current_xact_id() WHERE report_id = $1
+RETURNING xid::text;
+
+-- name: person_alone_undecided
+-- Whether a report is alone in its person and nobody on staff has decided about it: such a
+-- report may join another person as the matcher's own decision (after a refit or an amendment).
+SELECT NOT EXISTS (
+         SELECT 1 FROM person_members o
+         WHERE o.person_id = m.person_id AND o.report_id <> m.report_id)
+   AND NOT EXISTS (
+         SELECT 1 FROM match_decisions d
+         WHERE d.org_id = m.org_id AND d.job = 'person' AND d.subject_id = m.report_id::text
+           AND d.decided_by <> 'matcher')
+FROM person_members m WHERE m.report_id = $1;
+
+-- name: decided_partners
+-- The reports a report has a decision with, either way round, in any state: an amended report
+-- is not suggested again with them.
+SELECT CASE WHEN subject_id = $3 THEN candidate_id ELSE subject_id END AS partner
+FROM match_decisions
+WHERE org_id = $1 AND job = $2 AND (subject_id = $3 OR candidate_id = $3);
 
 -- name: lock_matching
 -- One org's matching for one dedup job, one transaction at a time (across worker processes): a
@@ -119,14 +151,16 @@ INSERT INTO incident_members (report_id, org_id, incident_id, decision_id)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (report_id) DO UPDATE
 SET incident_id = excluded.incident_id, decision_id = excluded.decision_id, linked_at = now(),
-    xid = pg_current_xact_id();
+    xid = pg_current_xact_id()
+RETURNING xid::text;
 
 -- name: set_person_member
 INSERT INTO person_members (report_id, org_id, person_id, decision_id)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (report_id) DO UPDATE
 SET person_id = excluded.person_id, decision_id = excluded.decision_id, linked_at = now(),
-    xid = pg_current_xact_id();
+    xid = pg_current_xact_id()
+RETURNING xid::text;
 
 -- name: entity_link_of
 SELECT entity_id FROM entity_links WHERE report_id = $1 AND role = $2;

@@ -1,0 +1,331 @@
+"""A report that changes after it was matched (amended by its monitor, a conflict resolved,
+withdrawn, redacted) is matched as it is now: every worker's index holds its current version
+or drops it, a job it was never matched in is matched, and what it now resembles reaches the
+review queue. The worker used to keep the version it first matched, for good."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from cases.accounts import Role
+from storage.matching import MatchingCache, match_report, rematch_report
+from storage.queries import Q
+from tests.api.conftest import make_actor
+from tests.api.sync_support import (
+    NOW,
+    Client,
+    amend,
+    create,
+    enroll,
+    enrollment_code,
+    new_monitor,
+    new_phone,
+    push,
+    report,
+)
+from tests.api.test_matching import decisions, drain, raid
+from tests.api.test_retention import backdate_closing, closed_case, run_job, set_retention
+
+pytestmark = pytest.mark.db
+
+_FAR = {"lat": 3.139, "lon": 101.6869, "accuracy_m": 10.0}  # Kuala Lumpur, far from the raid
+_FAR_DAY = "2026-10-01T10:00:00+00:00"
+_RAID_PLACE = {"lat": 25.2214, "lon": 51.4476, "accuracy_m": 40.0}
+_RAID_TIME = "2026-11-20T22:10:00+00:00"
+_RAM = {"name": "Ram Bahadur Thapa", "date_of_birth": "1994-03-12", "passport_number": "PA1234567"}
+_RAM_AGAIN = {
+    "name": "Thapa Ram Bahadur",
+    "date_of_birth": "1994-03-12",
+    "passport_number": "PA 1234567",
+}
+_SITA = {"name": "Sita Kumari Rai", "date_of_birth": "1990-07-01", "passport_number": "PB7654321"}
+
+
+async def _member(pool: asyncpg.Pool, query: str, report_id: str) -> uuid.UUID | None:
+    async with pool.acquire() as conn:
+        found: uuid.UUID | None = await conn.fetchval(query, uuid.UUID(report_id))
+    return found
+
+
+async def _applied(client: Client, phone: Any, mutations: list[dict[str, Any]]) -> None:
+    result = await push(client, phone, mutations)
+    assert [r["status"] for r in result["results"]] == ["applied"] * len(mutations), result
+
+
+async def test_an_identity_added_by_an_amendment_is_matched(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """The monitor first sent the report without the worker's identity (no consent yet), then
+    added it: the report must join the person the other report of that worker is in."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    first, later = report(worker=_RAM), report(worker=None)
+    await _applied(client, phone, [create(phone, first), create(phone, later)])
+    await drain(client, pool)
+    assert await _member(pool, Q.person_of_report, later["id"]) is None
+
+    await _applied(client, phone, [amend(phone, later["id"], 1, {"worker": _RAM_AGAIN})])
+    await drain(client, pool)
+
+    person = await _member(pool, Q.person_of_report, first["id"])
+    assert person is not None
+    assert await _member(pool, Q.person_of_report, later["id"]) == person
+
+
+async def test_an_employer_named_by_an_amendment_is_linked_to_the_registry(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    agency = {
+        "kind": "employer",
+        "legal_name": "Gulf Star Contracting W.L.L.",
+        "country": "QA",
+        "phones": ["+974 4455 6677"],
+    }
+    created = await client.post("/v1/registry/entities", json=agency, headers=staff.headers)
+    assert created.status_code == 201, created.text
+    phone = await new_phone(client, staff)
+    body = report(worker=None, employer=None, destination_country="QA")
+    await _applied(client, phone, [create(phone, body)])
+    await drain(client, pool)
+    employer = {"name": "Gulf Star Contracting WLL", "phone": "+97444556677"}
+
+    await _applied(client, phone, [amend(phone, body["id"], 1, {"employer": employer})])
+    await drain(client, pool)
+
+    linked = await client.get(
+        f"/v1/registry/entities/{created.json()['id']}/reports", headers=staff.headers
+    )
+    assert [(m["report_id"], m["role"]) for m in linked.json()["members"]] == [
+        (body["id"], "employer")
+    ]
+
+
+async def test_a_later_report_meets_the_amended_place_and_time(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """The monitor corrects where and when the incident happened; a second account of the raid
+    arriving afterwards must be compared with the corrected report and join its incident."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone, other_phone = await new_phone(client, staff), await new_phone(client, staff)
+    corrected = raid(location=_FAR, occurred_at=_FAR_DAY)
+    await _applied(client, phone, [create(phone, corrected)])
+    await drain(client, pool)  # the worker's index now holds the report in Kuala Lumpur
+
+    fix = {"location": raid()["location"], "occurred_at": raid()["occurred_at"]}
+    await _applied(client, phone, [amend(phone, corrected["id"], 1, fix)])
+    await drain(client, pool)
+    second = raid(location=_RAID_PLACE, occurred_at=_RAID_TIME)
+    await _applied(client, other_phone, [create(other_phone, second)])
+    await drain(client, pool)
+
+    incident = await _member(pool, Q.incident_of_report, corrected["id"])
+    assert incident is not None
+    assert await _member(pool, Q.incident_of_report, second["id"]) == incident
+
+
+async def test_every_workers_index_takes_the_amendment(client: Client, pool: asyncpg.Pool) -> None:
+    """Two worker processes had indexed the report before it was amended; one rematches it, and
+    the other, matching the next report, reads the amended version."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    keyring = client.app.state.resources.keyring
+    worker_a, worker_b = MatchingCache(), MatchingCache()
+    corrected = raid(location=_FAR, occurred_at=_FAR_DAY)
+    unrelated = report(worker=None, location=_FAR, occurred_at="2026-09-01T10:00:00+00:00")
+    await _applied(client, phone, [create(phone, corrected), create(phone, unrelated)])
+
+    async def run(cache: MatchingCache, body: dict[str, Any], again: bool = False) -> None:
+        step = rematch_report if again else match_report
+        async with pool.acquire() as conn, conn.transaction():
+            await step(conn, keyring, cache, staff.org_id, uuid.UUID(body["id"]))
+
+    await run(worker_a, corrected)
+    await run(worker_b, unrelated)  # worker_b's index holds the report in Kuala Lumpur too
+    fix = {"location": raid()["location"], "occurred_at": raid()["occurred_at"]}
+    await _applied(client, phone, [amend(phone, corrected["id"], 1, fix)])
+    await run(worker_a, corrected, again=True)
+    second = raid(location=_RAID_PLACE, occurred_at=_RAID_TIME)
+    await _applied(client, phone, [create(phone, second)])
+    await run(worker_b, second)
+
+    assert await _member(pool, Q.incident_of_report, second["id"]) == await _member(
+        pool, Q.incident_of_report, corrected["id"]
+    )
+
+
+async def test_a_withdrawn_report_takes_in_no_later_report(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """A report withdrawn as recorded by mistake leaves the indexes: a later report of the same
+    place and time opens its own incident instead of joining the withdrawn one's."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone, other_phone = await new_phone(client, staff), await new_phone(client, staff)
+    mistake = raid()
+    await _applied(client, phone, [create(phone, mistake)])
+    await drain(client, pool)
+    withdraw = {
+        "kind": "delete_report",
+        "seq": phone.seq(),
+        "mutation_id": str(uuid.uuid4()),
+        "recorded_at": NOW.isoformat(),
+        "report_id": mistake["id"],
+        "base_version": 1,
+    }
+    await _applied(client, phone, [withdraw])
+    await drain(client, pool)
+    later = raid(location=_RAID_PLACE, occurred_at=_RAID_TIME)
+    await _applied(client, other_phone, [create(other_phone, later)])
+    await drain(client, pool)
+
+    own = await _member(pool, Q.incident_of_report, later["id"])
+    assert own is not None
+    assert own != await _member(pool, Q.incident_of_report, mistake["id"])
+    assert await decisions(client, staff, job="incident") == []
+
+
+async def test_a_redacted_identity_leaves_the_person_index(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """Retention erases the worker's identity from a report; the worker process, which held it
+    decrypted in memory, must drop it too: a later report naming that worker is not joined to
+    the redacted report's person."""
+    slug = f"amend-{uuid.uuid4().hex[:8]}"
+    admin = await make_actor(client, pool, Role.ORG_ADMIN, org_slug=slug)
+    staff = await make_actor(client, pool, Role.CASE_MANAGER, org_slug=slug)
+    await set_retention(client, admin)
+    phone = await new_phone(client, staff)
+    case_id, redacted = await closed_case(client, staff, phone, report(worker=_RAM))
+    await drain(client, pool)  # matched: the index holds Ram's identity
+    await backdate_closing(pool, case_id, 60)
+    await run_job(client, pool)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT sealed FROM reports WHERE id = $1", redacted) is None
+
+    later = report(worker=_RAM_AGAIN)
+    await _applied(client, phone, [create(phone, later)])
+    await drain(client, pool)
+
+    assert await _member(pool, Q.person_of_report, later["id"]) != await _member(
+        pool, Q.person_of_report, str(redacted)
+    )
+    assert await decisions(client, staff, job="person") == []
+
+
+async def test_an_amended_report_is_suggested_not_moved_and_only_once(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """A report in an incident (and a case) of its own, amended to the place and time of
+    another incident: the case team gets a suggestion to merge, the report stays where it is
+    until someone accepts it; rematching again adds nothing."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone, other_phone = await new_phone(client, staff), await new_phone(client, staff)
+    moved, there = raid(location=_FAR, occurred_at=_FAR_DAY), raid()
+    await _applied(client, phone, [create(phone, moved)])
+    await _applied(client, other_phone, [create(other_phone, there)])
+    await drain(client, pool)
+    own = await _member(pool, Q.incident_of_report, moved["id"])
+    assert own is not None and own != await _member(pool, Q.incident_of_report, there["id"])
+
+    fix = {"location": _RAID_PLACE, "occurred_at": _RAID_TIME}
+    await _applied(client, phone, [amend(phone, moved["id"], 1, fix)])
+    await drain(client, pool)
+    async with pool.acquire() as conn, conn.transaction():
+        await rematch_report(
+            conn,
+            client.app.state.resources.keyring,
+            MatchingCache(),
+            staff.org_id,
+            uuid.UUID(moved["id"]),
+        )
+
+    [suggestion] = await decisions(client, staff, job="incident")
+    assert (suggestion["subject_id"], suggestion["candidate_id"]) == (moved["id"], there["id"])
+    assert suggestion["status"] == "pending_review"
+    assert suggestion["explanation"]["fields"]
+    assert await _member(pool, Q.incident_of_report, moved["id"]) == own
+    r = await client.post(
+        f"/v1/matching/decisions/{suggestion['id']}/accept", headers=staff.headers
+    )
+    assert r.status_code == 200, r.text
+    assert await _member(pool, Q.incident_of_report, moved["id"]) == await _member(
+        pool, Q.incident_of_report, there["id"]
+    )
+
+
+async def test_a_person_alone_joins_after_an_amendment_but_a_refusal_holds(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """The monitor corrects the worker's identity on a report alone in its person: it joins the
+    person of the worker it now names, unless the case team had said the two are not one."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    ram, typo = report(worker=_RAM), report(worker=_SITA)
+    await _applied(client, phone, [create(phone, ram), create(phone, typo)])
+    await drain(client, pool)
+    assert await _member(pool, Q.person_of_report, typo["id"]) != await _member(
+        pool, Q.person_of_report, ram["id"]
+    )
+
+    await _applied(client, phone, [amend(phone, typo["id"], 1, {"worker": _RAM_AGAIN})])
+    await drain(client, pool)
+
+    assert await _member(pool, Q.person_of_report, typo["id"]) == await _member(
+        pool, Q.person_of_report, ram["id"]
+    )
+    [link] = await decisions(client, staff, job="person", status="auto_linked")
+    assert (link["subject_id"], link["candidate_id"], link["status"]) == (
+        typo["id"],
+        ram["id"],
+        "auto_linked",
+    )
+    undone = await client.post(f"/v1/matching/decisions/{link['id']}/undo", headers=staff.headers)
+    assert undone.status_code == 200, undone.text
+    await _applied(client, phone, [amend(phone, typo["id"], 2, {"severity": 5})])
+    await drain(client, pool)
+    assert await _member(pool, Q.person_of_report, typo["id"]) != await _member(
+        pool, Q.person_of_report, ram["id"]
+    )
+    assert [d["id"] for d in await decisions(client, staff, job="person", status="undone")] == [
+        link["id"]
+    ]
+    assert await decisions(client, staff, job="person", status="auto_linked") == []
+    assert await decisions(client, staff, job="person") == []  # nor a suggestion of the pair
+
+
+async def test_a_resolved_conflict_is_matched_as_resolved(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """Two phones of one monitor edit the worker's identity apart; the case manager takes the
+    incoming one, which names a worker another report names: the report joins that person."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    monitor = await new_monitor(client, staff)
+    first = await enroll(client, await enrollment_code(client, staff, monitor))
+    second = await enroll(client, await enrollment_code(client, staff, monitor))
+    ram, body = report(worker=_RAM), report(worker=_SITA)
+    await _applied(client, first, [create(first, ram), create(first, body)])
+    sita_typo = {**_SITA, "name": "Sita Kumari Ray"}
+    await _applied(client, first, [amend(first, body["id"], 1, {"worker": sita_typo})])
+    conflicted = await push(client, second, [amend(second, body["id"], 1, {"worker": _RAM_AGAIN})])
+    assert [r["status"] for r in conflicted["results"]] == ["conflict"], conflicted
+    await drain(client, pool)
+    assert await _member(pool, Q.person_of_report, body["id"]) != await _member(
+        pool, Q.person_of_report, ram["id"]
+    )
+    queue = await client.get("/v1/conflicts", headers=staff.headers)
+    for conflict in queue.json()["items"]:
+        resolved = await client.post(
+            f"/v1/conflicts/{conflict['id']}/resolve",
+            json={"resolution": "take_incoming"},
+            headers=staff.headers,
+        )
+        assert resolved.status_code == 200, resolved.text
+    await drain(client, pool)
+
+    assert await _member(pool, Q.person_of_report, body["id"]) == await _member(
+        pool, Q.person_of_report, ram["id"]
+    )
