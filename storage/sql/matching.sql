@@ -261,13 +261,15 @@ SELECT DISTINCT case_id FROM (
 -- name: refits_due
 -- Every (org, job) whose data or whose team's decisions changed since its last refit (fitted or
 -- not: an org too small to fit is tried again only once something new arrives), or never refit.
+-- A report's row is written (updated_at) when it is stored, amended or withdrawn: a held report
+-- released late carries the time it first arrived as received_at, long before it was stored.
 SELECT o.id AS org_id, j.job
 FROM orgs o
 CROSS JOIN unnest(ARRAY['incident', 'entity', 'person']) AS j (job)
 LEFT JOIN match_refit_attempts a ON a.org_id = o.id AND a.job = j.job
 WHERE EXISTS (
         SELECT 1 FROM reports r
-        WHERE r.org_id = o.id AND r.received_at > coalesce(a.attempted_at, '-infinity'))
+        WHERE r.org_id = o.id AND r.updated_at > coalesce(a.attempted_at, '-infinity'))
    OR EXISTS (
         SELECT 1 FROM match_decisions d
         WHERE d.org_id = o.id AND d.job = j.job AND d.decided_by <> 'matcher'
