@@ -26,7 +26,7 @@ from storage.matching import (
     rematch_report,
 )
 from storage.queries import Q
-from storage.reports import REMATCH
+from storage.reports import REMATCH, queue_rematch
 
 if TYPE_CHECKING:
     from server.worker import JobHandler, WorkerContext
@@ -80,11 +80,21 @@ async def _match_many(conn: Conn, job: ClaimedJob, context: WorkerContext) -> No
 
 
 async def _rematch(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
-    # One transaction for the batch: a failure retries it whole (rematching is idempotent).
+    # As `_match_many`: a report that fails gets a job of its own (which the queue retries and,
+    # in the end, buries) and does not hold back the others of its batch.
     assert job.org_id is not None
     keyring = context.resources.keyring
-    for report_id in job.payload["report_ids"]:
-        await rematch_report(conn, keyring, _CACHE, job.org_id, uuid.UUID(report_id))
+    report_ids = [uuid.UUID(r) for r in job.payload["report_ids"]]
+    if len(report_ids) == 1:
+        await rematch_report(conn, keyring, _CACHE, job.org_id, report_ids[0])
+        return
+    for report_id in report_ids:
+        try:
+            async with conn.transaction():  # a savepoint: a failure undoes this report only
+                await rematch_report(conn, keyring, _CACHE, job.org_id, report_id)
+        except Exception:
+            _log.exception("matching report %s again failed; queued on its own", report_id)
+            await queue_rematch(conn, job.org_id, [report_id])
 
 
 async def _refit(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:

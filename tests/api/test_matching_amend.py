@@ -9,11 +9,14 @@ import uuid
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from cases.accounts import Role
+from server import matching_jobs
 from storage.matching import MatchingCache, match_report, rematch_report
 from storage.queries import Q
+from storage.reports import REMATCH
 from tests.api.conftest import make_actor
 from tests.api.sync_support import (
     NOW,
@@ -329,3 +332,53 @@ async def test_a_resolved_conflict_is_matched_as_resolved(
     assert await _member(pool, Q.person_of_report, body["id"]) == await _member(
         pool, Q.person_of_report, ram["id"]
     )
+
+
+async def test_a_report_whose_rematch_fails_is_retried_alone(
+    client: Client, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One push of amendments queues one rematch; a report that fails there gets a job of its
+    own, and the other reports of the push are matched again all the same."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    ram, sita, nobody = report(worker=_RAM), report(worker=None), report(worker=None)
+    await _applied(client, phone, [create(phone, b) for b in (ram, sita, nobody)])
+    await drain(client, pool)
+    real = rematch_report
+    bad = uuid.UUID(nobody["id"])
+
+    async def flaky(conn: Any, keyring: Any, cache: Any, org_id: uuid.UUID, rid: uuid.UUID) -> None:
+        await real(conn, keyring, cache, org_id, rid)
+        if rid == bad:  # after writing, so the savepoint must undo what it wrote
+            raise RuntimeError("rematch broke")
+
+    monkeypatch.setattr(matching_jobs, "rematch_report", flaky)
+    edits = [
+        amend(phone, sita["id"], 1, {"worker": _RAM_AGAIN}),
+        amend(phone, nobody["id"], 1, {"worker": _SITA}),
+    ]
+    await _applied(client, phone, edits)
+    await drain(client, pool)
+    assert await _member(pool, Q.person_of_report, sita["id"]) == await _member(
+        pool, Q.person_of_report, ram["id"]
+    )
+    assert await _member(pool, Q.person_of_report, nobody["id"]) is None  # undone
+    async with pool.acquire() as conn:
+        retry = await conn.fetchrow(
+            "SELECT state, last_error, payload FROM jobs WHERE kind = $1 AND org_id = $2"
+            " AND state <> 'done'",
+            REMATCH,
+            staff.org_id,
+        )
+    assert retry is not None and retry["state"] == "pending"
+    assert "rematch broke" in retry["last_error"]
+    assert msgspec.json.decode(retry["payload"]) == {"report_ids": [nobody["id"]]}
+
+    monkeypatch.setattr(matching_jobs, "rematch_report", real)
+    async with pool.acquire() as conn:  # the retry's backoff, skipped
+        await conn.execute(
+            "UPDATE jobs SET run_after = now() WHERE kind = $1 AND org_id = $2", REMATCH,
+            staff.org_id,
+        )  # fmt: skip
+    await drain(client, pool)
+    assert await _member(pool, Q.person_of_report, nobody["id"]) is not None
