@@ -328,10 +328,11 @@ async def rematch_report(
     again (`_refresh_incidents`, `_refresh_persons`). For each job the report has not been
     matched in yet, it is matched as a new report: an amendment that adds the worker's identity
     or the employer's name is matched then. A report already in an incident or person is not
-    moved out of it by its amendment (an incident holds a case; a human undoes a link), but a
-    report alone in its person joins another person as after a refit, and candidates outside
-    its group that the amended report now resembles become suggestions in the review queue
-    (none with a report it has a decision with either way round).
+    moved out of it by its amendment (an incident holds a case; a human undoes a link), except
+    that the matcher undoes its own link of a report to a person the report no longer agrees
+    with (`_unlink_if_stale`); a report alone in its person joins another person as after a
+    refit, and candidates outside its group that the amended report now resembles become
+    suggestions in the review queue (none with a report it has a decision with either way).
     """
     row = await conn.fetchrow(Q.report_for_matching, org_id, report_id)
     if row is None:
@@ -363,12 +364,36 @@ async def rematch_report(
     await _refresh_persons(conn, keyring, org_id, corpus)
     if not live or str(report_id) not in corpus.records:
         return
+    await _unlink_if_stale(conn, corpus, org_id, report_id)
     if await conn.fetchval(Q.person_alone_undecided, report_id):
         own = await conn.fetchval(Q.person_of_report, report_id)
         refused = await _refused_pairs(conn, org_id)
         if await _join_alone(conn, corpus, org_id, refused, report_id, own) is not None:
             return
     await _suggest(conn, corpus, org_id, "person", report_id, Q.person_of_report)
+
+
+async def _unlink_if_stale(
+    conn: Conn, corpus: _Corpus, org_id: uuid.UUID, report_id: uuid.UUID
+) -> None:
+    """A report the matcher joined to a person, and that changed since, stays there only if
+    the worker's rule would join it now (`Matcher.would_join`); otherwise the matcher undoes its
+    own link (the report goes back to the person it had before, as an undo by staff would put
+    it). Not a label: the pair may be joined again if the report changes back."""
+    link = await conn.fetchrow(Q.matcher_person_link, report_id)
+    if link is None:  # alone, or joined by someone on staff
+        return
+    subject = str(report_id)
+    members = [
+        corpus.features[r["report_id"]]
+        for r in await conn.fetch(Q.person_group_of_report, report_id)
+        if r["report_id"] != subject and r["report_id"] in corpus.features
+    ]
+    features = corpus.features[subject]
+    if corpus.matcher.would_join(features, members, corpus.index.frequencies):
+        return
+    await _restore(conn, org_id, "person", subject, msgspec.json.decode(link["previous"]))
+    await conn.execute(Q.set_decision_status, org_id, link["id"], "undone", "matcher", None)
 
 
 async def _suggest(

@@ -126,9 +126,10 @@ WHERE m.org_id = $1 AND r.deleted_at IS NULL
 ORDER BY r.received_at DESC, r.id DESC LIMIT $4;
 
 -- name: link_or_settle_decision
--- The matcher's link of a pair after a refit (rejoin): a new decision, or the pair's suggestion
--- still awaiting review becoming it, with the new model's score and what the link replaced. No
--- row when the pair has a decision in any other state.
+-- The matcher's link of a pair after a refit or a change (rejoin): a new decision, or the pair's
+-- suggestion still awaiting review, or a link the matcher itself undid, becoming it, with the
+-- new model's score and what the link replaced. No row when the pair has a decision in any
+-- other state.
 INSERT INTO match_decisions (org_id, job, subject_id, candidate_id, probability, total_weight,
                              explanation, suggestion, status, decided_by, previous, model_version)
 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, 'link', 'auto_linked', 'matcher', $8::jsonb, $9)
@@ -138,6 +139,7 @@ SET probability = excluded.probability, total_weight = excluded.total_weight,
     decided_by = 'matcher', decided_at = now(), previous = excluded.previous,
     model_version = excluded.model_version
 WHERE match_decisions.status = 'pending_review'
+   OR (match_decisions.status = 'undone' AND match_decisions.decided_by = 'matcher')
 RETURNING id;
 
 -- name: insert_incident
@@ -240,8 +242,17 @@ FROM entity_links WHERE org_id = $1 GROUP BY entity_id HAVING count(*) >= $2
 ORDER BY entity_id LIMIT $3;
 
 -- name: match_labels
+-- The case team's decisions (a link the matcher undid itself, its report having changed, says
+-- nothing about the pair).
 SELECT job, subject_id, candidate_id, status FROM match_decisions
-WHERE org_id = $1 AND job = $2 AND status IN ('accepted', 'rejected', 'undone');
+WHERE org_id = $1 AND job = $2 AND status IN ('accepted', 'rejected', 'undone')
+  AND decided_by <> 'matcher';
+
+-- name: matcher_person_link
+-- The matcher's own link that put a report in its person, if that is how it got there.
+SELECT d.id, d.previous::text AS previous
+FROM person_members m JOIN match_decisions d ON d.id = m.decision_id
+WHERE m.report_id = $1 AND d.status = 'auto_linked' AND d.decided_by = 'matcher';
 
 -- name: get_match_model
 SELECT model::text AS model FROM match_models WHERE org_id = $1 AND job = $2;

@@ -382,3 +382,37 @@ async def test_a_report_whose_rematch_fails_is_retried_alone(
         )  # fmt: skip
     await drain(client, pool)
     assert await _member(pool, Q.person_of_report, nobody["id"]) is not None
+
+
+async def test_the_matcher_undoes_its_own_link_when_the_report_no_longer_agrees(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """A report the matcher joined to a worker's person is corrected to name someone else: the
+    matcher undoes its own link (not a label of the case team), and links it again when the
+    correction is reverted. An edit that keeps the identity keeps the link."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    ram, again = report(worker=_RAM), report(worker=_RAM_AGAIN)
+    await _applied(client, phone, [create(phone, ram), create(phone, again)])
+    await drain(client, pool)
+    person = await _member(pool, Q.person_of_report, ram["id"])
+    assert await _member(pool, Q.person_of_report, again["id"]) == person
+    [link] = await decisions(client, staff, job="person", status="auto_linked")
+
+    await _applied(client, phone, [amend(phone, again["id"], 1, {"severity": 1})])
+    await drain(client, pool)
+    assert await _member(pool, Q.person_of_report, again["id"]) == person
+
+    await _applied(client, phone, [amend(phone, again["id"], 2, {"worker": _SITA})])
+    await drain(client, pool)
+    assert await _member(pool, Q.person_of_report, again["id"]) != person
+    [undone] = await decisions(client, staff, job="person", status="undone")
+    assert (undone["id"], undone["decided_by"]) == (link["id"], "matcher")
+    async with pool.acquire() as conn:
+        assert await conn.fetch(Q.match_labels, staff.org_id, "person") == []
+
+    await _applied(client, phone, [amend(phone, again["id"], 3, {"worker": _RAM_AGAIN})])
+    await drain(client, pool)
+    assert await _member(pool, Q.person_of_report, again["id"]) == person
+    [relinked] = await decisions(client, staff, job="person", status="auto_linked")
+    assert relinked["id"] == link["id"]

@@ -111,3 +111,15 @@ def test_a_link_joins_a_group_only_if_the_group_agrees_on_average() -> None:
     # A candidate whose group is unknown (not yet grouped) is its own group.
     alone = matcher.join_decisions(new, [best], {}, frequencies)
     assert alone[0].decision == "link"
+
+
+def test_a_changed_record_keeps_its_group_only_if_it_would_join_it_now() -> None:
+    matcher = Matcher(person_job()).with_thresholds(0.5, 0.25, 0.5)
+    prepare, frequencies = matcher.job.prepare, matcher.reference_frequencies
+    ram, ram_again, sita, sita_again = (prepare(r) for r in (RAM, RAM_AGAIN, SITA, SITA_AGAIN))
+    assert matcher.would_join(ram, [ram_again], frequencies)
+    assert not matcher.would_join(ram, [sita, sita_again], frequencies)  # no member links
+    # The best member links, but the group disagrees on average (about 1/3 under 0.5).
+    assert not matcher.would_join(ram, [ram_again, sita, sita_again], frequencies)
+    assert not matcher.would_join(ram, [], frequencies)
+    assert matcher.would_join(sita, [sita_again], frequencies)
