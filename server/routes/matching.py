@@ -92,6 +92,10 @@ def _decision(row: Any) -> Decision:
     guards=[requires(*_CASE_TEAM)],
     tags=["matching"],
     summary="Matching decisions; status=pending_review is the review queue",
+    description=(
+        "The review queue leaves out a suggestion whose two sides are together already (one "
+        "incident, one person, the mention linked to that entity), until they are split again."
+    ),
 )
 async def list_decisions(
     principal: Caller,

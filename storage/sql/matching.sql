@@ -193,11 +193,27 @@ UPDATE match_decisions SET status = $3, decided_by = $4, decided_at = now(),
 WHERE org_id = $1 AND id = $2;
 
 -- name: list_decisions
+-- A suggestion whose two sides are together already (one incident, one person, the mention
+-- linked to that entity: joined since by another decision) asks nothing, so the review queue
+-- leaves it out; it is back if they are split again. CASE keeps each job's casts to its rows.
 SELECT id, job, subject_id, candidate_id, probability, total_weight, explanation::text AS explanation,
        suggestion, status, decided_by, decided_at, model_version
-FROM match_decisions
+FROM match_decisions d
 WHERE org_id = $1 AND ($2::text IS NULL OR job = $2) AND ($3::text IS NULL OR status = $3)
   AND (decided_at, id) > ($4, $5)
+  AND NOT (status = 'pending_review' AND CASE job
+        WHEN 'incident' THEN EXISTS (
+            SELECT 1 FROM incident_members a JOIN incident_members b USING (incident_id)
+            WHERE a.report_id = d.subject_id::uuid AND b.report_id = d.candidate_id::uuid)
+        WHEN 'person' THEN EXISTS (
+            SELECT 1 FROM person_members a JOIN person_members b USING (person_id)
+            WHERE a.report_id = d.subject_id::uuid AND b.report_id = d.candidate_id::uuid)
+        ELSE EXISTS (
+            SELECT 1 FROM entity_links l
+            WHERE l.report_id = split_part(d.subject_id, ':', 1)::uuid
+              AND l.role = split_part(d.subject_id, ':', 2)
+              AND l.entity_id = d.candidate_id::uuid)
+      END)
 ORDER BY decided_at, id LIMIT $6;
 
 -- name: get_decision

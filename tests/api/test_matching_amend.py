@@ -416,3 +416,41 @@ async def test_the_matcher_undoes_its_own_link_when_the_report_no_longer_agrees(
     assert await _member(pool, Q.person_of_report, again["id"]) == person
     [relinked] = await decisions(client, staff, job="person", status="auto_linked")
     assert relinked["id"] == link["id"]
+
+
+async def test_a_suggestion_settled_by_another_link_leaves_the_queue_until_split(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """An amended report is suggested with two reports of one person. Accepting one suggestion
+    puts it in that person, which answers the other: the queue no longer shows it. Undoing the
+    link makes the question real again, and it is back."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    ram, again = report(worker=_RAM), report(worker=_RAM_AGAIN)
+    vague = report(worker={"name": "Ram B. Thapa", "home_district": "Jhapa"})
+    await _applied(client, phone, [create(phone, b) for b in (ram, again, vague)])
+    await drain(client, pool)
+    precise = {
+        "name": "Ram B. Thapa",
+        "passport_number": "PA1234567",
+        "date_of_birth": "1994-03-12",
+    }
+    await _applied(client, phone, [amend(phone, vague["id"], 1, {"worker": precise})])
+    await drain(client, pool)
+    queue = await decisions(client, staff, job="person")
+    assert sorted((d["subject_id"], d["candidate_id"]) for d in queue) == sorted(
+        [(vague["id"], ram["id"]), (vague["id"], again["id"])]
+    )
+
+    [taken] = [d for d in queue if d["candidate_id"] == again["id"]]
+    r = await client.post(f"/v1/matching/decisions/{taken['id']}/accept", headers=staff.headers)
+    assert r.status_code == 200, r.text
+    assert await _member(pool, Q.person_of_report, vague["id"]) == await _member(
+        pool, Q.person_of_report, ram["id"]
+    )
+    assert await decisions(client, staff, job="person") == []
+
+    r = await client.post(f"/v1/matching/decisions/{taken['id']}/undo", headers=staff.headers)
+    assert r.status_code == 200, r.text
+    [back] = await decisions(client, staff, job="person")
+    assert (back["subject_id"], back["candidate_id"]) == (vague["id"], ram["id"])
