@@ -325,9 +325,10 @@ async def rematch_report(
 
     Every process's index takes the report's current features, or drops a withdrawn or redacted
     report: its memberships are written again by this transaction, so each process reads them
-    again (`_refresh_incidents`, `_refresh_persons`). For each job the report has not been
-    matched in yet, it is matched as a new report: an amendment that adds the worker's identity
-    or the employer's name is matched then. A report already in an incident or person is not
+    again (`_refresh_incidents`, `_refresh_persons`). Its entity links are reconsidered
+    (`_reconsider_entity_links`). For each job the report has not been matched in yet, it is
+    matched as a new report: an amendment that adds the worker's identity or the employer's
+    name is matched then. A report already in an incident or person is not
     moved out of it by its amendment (an incident holds a case; a human undoes a link), except
     that the matcher undoes its own link of a report to a person the report no longer agrees
     with (`_unlink_if_stale`); a report alone in its person joins another person as after a
@@ -349,6 +350,7 @@ async def rematch_report(
         if live:
             await _suggest(conn, corpus, org_id, "incident", report_id, Q.incident_of_report)
     if live:
+        await _reconsider_entity_links(conn, cache, org_id, report)
         await _match_entities(conn, cache, org_id, report)
     parts = None
     if row["sealed"] is not None:
@@ -371,6 +373,44 @@ async def rematch_report(
         if await _join_alone(conn, corpus, org_id, refused, report_id, own) is not None:
             return
     await _suggest(conn, corpus, org_id, "person", report_id, Q.person_of_report)
+
+
+async def _reconsider_entity_links(
+    conn: Conn, cache: MatchingCache, org_id: uuid.UUID, report: Report
+) -> None:
+    """A changed report's employer and recruiter links, before its unlinked roles are matched
+    (`_match_entities`): a link the case team accepted stays; any other stays only if the report
+    still leads to that entity (the monitor's pick is it, or the mention's best candidate is it,
+    as a link). Otherwise it goes, the matcher's own decision marked undone by the matcher (not
+    a label), and the role is matched again: surge scans count reports by these links, and a
+    corrected employer must not keep counting against the old one."""
+    for role, party, country in (
+        ("employer", report.employer, report.destination_country),
+        ("recruiter", report.recruiter, report.origin_country),
+    ):
+        link = await conn.fetchrow(Q.entity_link_state, report.id, role)
+        if link is None or link["by_staff"]:
+            continue
+        if party is not None and party.entity_id is not None:
+            holds = party.entity_id == link["entity_id"]
+        else:
+            holds = False
+            record = mention_record(report.id, role, party, country) if party else None
+            if record is not None:
+                corpus = await cache.corpus(conn, org_id, "entity")
+                await _refresh_entities(conn, org_id, corpus)
+                best = corpus.matcher.match_one(record, corpus.index, limit=3)
+                holds = bool(best) and (best[0].id, best[0].decision) == (
+                    str(link["entity_id"]),
+                    "link",
+                )
+        if holds:
+            continue
+        await conn.execute(Q.delete_entity_link, report.id, role)
+        if link["decision_id"] is not None:
+            await conn.execute(
+                Q.set_decision_status, org_id, link["decision_id"], "undone", "matcher", None
+            )
 
 
 async def _unlink_if_stale(

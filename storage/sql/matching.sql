@@ -46,11 +46,12 @@ SELECT NOT EXISTS (
 FROM person_members m WHERE m.report_id = $1;
 
 -- name: decided_partners
--- The reports a report has a decision with, either way round, in any state: an amended report
--- is not suggested again with them.
+-- The reports a report has a decision with, either way round, in any state but a link the
+-- matcher undid itself: an amended report is not suggested again with them.
 SELECT CASE WHEN subject_id = $3 THEN candidate_id ELSE subject_id END AS partner
 FROM match_decisions
-WHERE org_id = $1 AND job = $2 AND (subject_id = $3 OR candidate_id = $3);
+WHERE org_id = $1 AND job = $2 AND (subject_id = $3 OR candidate_id = $3)
+  AND NOT (status = 'undone' AND decided_by = 'matcher');
 
 -- name: lock_matching
 -- One org's matching for one dedup job, one transaction at a time (across worker processes): a
@@ -173,14 +174,28 @@ VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (report_id, role) DO UPDATE
 SET entity_id = excluded.entity_id, decision_id = excluded.decision_id, linked_at = now();
 
+-- name: entity_link_state
+-- A report role's entity link and how it was made: by the case team (an accepted decision),
+-- by the matcher (an automatic one), or neither (the monitor's pick, or a link put back).
+SELECT l.entity_id, l.decision_id, d.status = 'accepted' AS by_staff
+FROM entity_links l LEFT JOIN match_decisions d ON d.id = l.decision_id
+WHERE l.report_id = $1 AND l.role = $2;
+
 -- name: delete_entity_link
 DELETE FROM entity_links WHERE report_id = $1 AND role = $2;
 
 -- name: insert_decision
+-- A pair decided before keeps its decision, unless it is a link the matcher undid itself (its
+-- report changed): a new decision of the matcher takes its place.
 INSERT INTO match_decisions (org_id, job, subject_id, candidate_id, probability, total_weight,
                              explanation, suggestion, status, decided_by, previous, model_version)
 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11::jsonb, $12)
-ON CONFLICT (org_id, job, subject_id, candidate_id) DO NOTHING
+ON CONFLICT (org_id, job, subject_id, candidate_id) DO UPDATE
+SET probability = excluded.probability, total_weight = excluded.total_weight,
+    explanation = excluded.explanation, suggestion = excluded.suggestion,
+    status = excluded.status, decided_by = excluded.decided_by, decided_at = now(),
+    previous = excluded.previous, model_version = excluded.model_version
+WHERE match_decisions.status = 'undone' AND match_decisions.decided_by = 'matcher'
 RETURNING id;
 
 -- name: lock_decision

@@ -454,3 +454,55 @@ async def test_a_suggestion_settled_by_another_link_leaves_the_queue_until_split
     assert r.status_code == 200, r.text
     [back] = await decisions(client, staff, job="person")
     assert (back["subject_id"], back["candidate_id"]) == (vague["id"], ram["id"])
+
+
+async def _entity_links(pool: asyncpg.Pool, report_id: str) -> dict[str, uuid.UUID]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT role, entity_id FROM entity_links WHERE report_id = $1", uuid.UUID(report_id)
+        )
+    return {r["role"]: r["entity_id"] for r in rows}
+
+
+async def test_a_corrected_employer_moves_the_reports_entity_link(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """Surge scans count reports by their entity links: an employer the monitor corrects must
+    stop counting against the one first matched, and count against the right one."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    ids = {}
+    for name, number in (("Gulf Star Contracting W.L.L.", "+974 4455 6677"),
+                         ("Al Noor Trading W.L.L.", "+974 4412 3456")):  # fmt: skip
+        body = {"kind": "employer", "legal_name": name, "country": "QA", "phones": [number]}
+        r = await client.post("/v1/registry/entities", json=body, headers=staff.headers)
+        assert r.status_code == 201, r.text
+        ids[name.split()[0]] = uuid.UUID(r.json()["id"])
+    phone = await new_phone(client, staff)
+    gulf = {"name": "Gulf Star Contracting WLL", "phone": "+97444556677"}
+    body = report(worker=None, employer=gulf, destination_country="QA")
+    await _applied(client, phone, [create(phone, body)])
+    await drain(client, pool)
+    assert await _entity_links(pool, body["id"]) == {"employer": ids["Gulf"]}
+    [first] = await decisions(client, staff, job="entity", status="auto_linked")
+
+    await _applied(client, phone, [amend(phone, body["id"], 1, {"severity": 1})])
+    await drain(client, pool)
+    assert await _entity_links(pool, body["id"]) == {"employer": ids["Gulf"]}  # unchanged
+
+    noor = {"name": "Al Noor Trading WLL", "phone": "+97444123456"}
+    await _applied(client, phone, [amend(phone, body["id"], 2, {"employer": noor})])
+    await drain(client, pool)
+    assert await _entity_links(pool, body["id"]) == {"employer": ids["Al"]}
+    [undone] = await decisions(client, staff, job="entity", status="undone")
+    assert (undone["id"], undone["decided_by"]) == (first["id"], "matcher")
+    async with pool.acquire() as conn:
+        assert await conn.fetch(Q.match_labels, staff.org_id, "entity") == []
+
+    picked = {"entity_id": str(ids["Gulf"])}  # picked from the synced registry on the phone
+    await _applied(client, phone, [amend(phone, body["id"], 3, {"employer": picked})])
+    await drain(client, pool)
+    assert await _entity_links(pool, body["id"]) == {"employer": ids["Gulf"]}
+
+    await _applied(client, phone, [amend(phone, body["id"], 4, {"employer": None})])
+    await drain(client, pool)
+    assert await _entity_links(pool, body["id"]) == {}
