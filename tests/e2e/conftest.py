@@ -20,7 +20,7 @@ import uvicorn
 from cases.accounts import Role
 from server.app import create_app
 from server.passwords import hash_password
-from server.settings import load_settings
+from server.settings import Settings, load_settings
 from storage.accounts import OrgRepository, UserRepository
 
 PASSWORD = "correct horse battery staple"
@@ -38,10 +38,10 @@ def _password_hash() -> str:
 
 
 @pytest.fixture(scope="session")
-def live_server(database_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The base URL of the app running in a background thread (its own event loop)."""
+def live_settings(database_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The live app's settings (a worker process opened with them shares its keys)."""
     data_dir: Path = tmp_path_factory.mktemp("fairwatch-e2e")
-    settings = load_settings(
+    return load_settings(
         {
             "FAIRWATCH_DATABASE_URL": database_dsn,
             "FAIRWATCH_DATA_DIR": str(data_dir),
@@ -54,11 +54,17 @@ def live_server(database_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> 
             "FAIRWATCH_RATE_DEVICE_PER_MINUTE": "0",
         }
     )
+
+
+@pytest.fixture(scope="session")
+def live_server(live_settings: Settings) -> Iterator[str]:
+    """The base URL of the app running in a background thread (its own event loop); the API
+    only: a test runs the worker's jobs itself when it needs them."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))  # a free port, held open so nothing else can take it
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(settings), lifespan="on", log_level="warning", ws="none", access_log=False
+        create_app(live_settings), lifespan="on", log_level="warning", ws="none", access_log=False
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from server.runtime import open_resources
+from server.settings import Settings
+from server.worker import WorkerContext, run_worker_once
 from sync.client.fleet import run_fleet
 from tests.e2e.conftest import StaffLogin
 
@@ -16,8 +20,23 @@ DEVICES = 6
 REPORTS = 120
 
 
+async def _run_jobs(settings: Settings) -> None:
+    """The worker's part: every job queued so far, as a worker process would run them."""
+    resources = await open_resources(settings)
+    try:
+        context = WorkerContext(resources=resources)
+        while await run_worker_once(resources.pool, batch=50, context=context):
+            pass
+    finally:
+        await resources.pool.close()
+
+
 async def test_a_chaotic_fleet_loses_and_duplicates_nothing(
-    live_server: str, org_admin: StaffLogin, tmp_path: Path
+    live_server: str,
+    live_settings: Settings,
+    org_admin: StaffLogin,
+    pool: asyncpg.Pool,
+    tmp_path: Path,
 ) -> None:
     report = await run_fleet(
         live_server,
@@ -53,3 +72,24 @@ async def test_a_chaotic_fleet_loses_and_duplicates_nothing(
     assert report.requests_dropped_after > 0
     assert report.batches_replayed > 0
     assert report.uploads_interrupted > 0
+
+    # What the fleet left for the worker (matching its reports, and again after the amendments
+    # and withdrawals) runs through without a failure, and every live report is matched.
+    await _run_jobs(live_settings)
+    async with pool.acquire() as conn:
+        org_id = await conn.fetchval("SELECT org_id FROM staff_users WHERE email = $1", org_admin.email)
+        kinds = {r["kind"] for r in await conn.fetch(
+            "SELECT DISTINCT kind FROM jobs WHERE org_id = $1", org_id)}  # fmt: skip
+        troubled = await conn.fetch(
+            "SELECT kind, state, last_error FROM jobs"
+            " WHERE org_id = $1 AND (state <> 'done' OR last_error IS NOT NULL)",
+            org_id,
+        )
+        unmatched = await conn.fetchval(
+            "SELECT count(*) FROM reports r WHERE r.org_id = $1 AND r.deleted_at IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM incident_members m WHERE m.report_id = r.id)",
+            org_id,
+        )
+    assert {"reports.match_many", "reports.rematch"} <= kinds
+    assert troubled == []
+    assert unmatched == 0
