@@ -324,8 +324,8 @@ async def rematch_report(
     conflict resolved), withdrawn, or redacted. Running it again changes nothing.
 
     Every process's index takes the report's current features, or drops a withdrawn or redacted
-    report: its memberships are written again by this transaction, so each process reads them
-    again (`_refresh_incidents`, `_refresh_persons`). Its entity links are reconsidered
+    report: its memberships are written again by this transaction (last), so each process reads
+    them again (`_refresh_incidents`, `_refresh_persons`). Its entity links are reconsidered
     (`_reconsider_entity_links`). For each job the report has not been matched in yet, it is
     matched as a new report: an amendment that adds the worker's identity or the employer's
     name is matched then. A report already in an incident or person is not
@@ -340,15 +340,19 @@ async def rematch_report(
         return
     live = row["deleted_at"] is None
     report = msgspec.json.decode(row["content"], type=Report)
+    # Memberships are written last, after any decision: a staff decision locks the decision
+    # row before the membership, and so must this (two orders would deadlock).
     await conn.execute(Q.lock_matching, org_id, "incident")
-    if await conn.fetchval(Q.touch_incident_member, report_id) is None:
+    if await conn.fetchval(Q.incident_of_report, report_id) is None:
         if live:
             await _match_incident(conn, cache, org_id, row, report)
     else:
         corpus = await cache.corpus(conn, org_id, "incident")
         await _refresh_incidents(conn, org_id, corpus)
+        _file(corpus, str(report_id), incident_record(row, report) if live else None, "")
         if live:
             await _suggest(conn, corpus, org_id, "incident", report_id, Q.incident_of_report)
+        _stamp(corpus, report_id, await conn.fetchval(Q.touch_incident_member, report_id))
     if live:
         await _reconsider_entity_links(conn, cache, org_id, report)
         await _match_entities(conn, cache, org_id, report)
@@ -358,14 +362,29 @@ async def rematch_report(
             conn, org_id, row["sealed"], sealed_context(report_id), SealedParts
         )
     await conn.execute(Q.lock_matching, org_id, "person")
-    if await conn.fetchval(Q.touch_person_member, report_id) is None:
+    if await conn.fetchval(Q.person_of_report, report_id) is None:
         if live and parts is not None:
             await _match_person(conn, keyring, cache, org_id, report, parts)
         return
     corpus = await cache.corpus(conn, org_id, "person")
     await _refresh_persons(conn, keyring, org_id, corpus)
-    if not live or str(report_id) not in corpus.records:
-        return
+    record = person_record(report_id, parts, report.origin_country) if live and parts else None
+    _file(corpus, str(report_id), record, "")
+    if record is not None:
+        await _rematch_person(conn, corpus, org_id, report_id)
+    _stamp(corpus, report_id, await conn.fetchval(Q.touch_person_member, report_id))
+
+
+def _stamp(corpus: _Corpus, report_id: uuid.UUID, xid: str) -> None:
+    """The index holds the report as its membership written by `xid` left it."""
+    known = corpus.filed.get(str(report_id))
+    if known is not None:
+        corpus.filed[str(report_id)] = (known[0], xid)
+
+
+async def _rematch_person(
+    conn: Conn, corpus: _Corpus, org_id: uuid.UUID, report_id: uuid.UUID
+) -> None:
     await _unlink_if_stale(conn, corpus, org_id, report_id)
     if await conn.fetchval(Q.person_alone_undecided, report_id):
         own = await conn.fetchval(Q.person_of_report, report_id)
@@ -406,11 +425,15 @@ async def _reconsider_entity_links(
                 )
         if holds:
             continue
-        await conn.execute(Q.delete_entity_link, report.id, role)
-        if link["decision_id"] is not None:
-            await conn.execute(
-                Q.set_decision_status, org_id, link["decision_id"], "undone", "matcher", None
-            )
+        decision = link["decision_id"]
+        if decision is not None:  # locked before the link, as a staff decision locks them
+            await conn.fetchrow(Q.lock_decision, org_id, decision)
+        # Only the link read above: one someone on staff has just put in its place stays.
+        deleted = await conn.fetchval(
+            Q.delete_entity_link_if, report.id, role, link["entity_id"], decision
+        )
+        if deleted and decision is not None:
+            await conn.execute(Q.set_decision_status, org_id, decision, "undone", "matcher", None)
 
 
 async def _unlink_if_stale(
@@ -431,6 +454,12 @@ async def _unlink_if_stale(
     ]
     features = corpus.features[subject]
     if corpus.matcher.would_join(features, members, corpus.index.frequencies):
+        return
+    # The decision locked before the membership, in the order a staff undo locks them, and
+    # the link read again under it: someone on staff may have just undone or replaced it.
+    await conn.fetchrow(Q.lock_decision, org_id, link["id"])
+    again = await conn.fetchrow(Q.matcher_person_link, report_id)
+    if again is None or again["id"] != link["id"]:
         return
     await _restore(conn, org_id, "person", subject, msgspec.json.decode(link["previous"]))
     await conn.execute(Q.set_decision_status, org_id, link["id"], "undone", "matcher", None)

@@ -181,6 +181,12 @@ SELECT l.entity_id, l.decision_id, d.status = 'accepted' AS by_staff
 FROM entity_links l LEFT JOIN match_decisions d ON d.id = l.decision_id
 WHERE l.report_id = $1 AND l.role = $2;
 
+-- name: delete_entity_link_if
+-- The link of a report role, if it is still to this entity by this decision; true if deleted.
+DELETE FROM entity_links
+WHERE report_id = $1 AND role = $2 AND entity_id = $3 AND decision_id IS NOT DISTINCT FROM $4
+RETURNING true;
+
 -- name: delete_entity_link
 DELETE FROM entity_links WHERE report_id = $1 AND role = $2;
 

@@ -5,6 +5,7 @@ review queue. The worker used to keep the version it first matched, for good."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from cases.accounts import Role
 from server import matching_jobs
-from storage.matching import MatchingCache, match_report, rematch_report
+from storage.matching import MatchingCache, match_report, rematch_report, undo_decision
 from storage.queries import Q
 from storage.reports import REMATCH
 from tests.api.conftest import make_actor
@@ -32,6 +33,7 @@ from tests.api.sync_support import (
 )
 from tests.api.test_matching import decisions, drain, raid
 from tests.api.test_retention import backdate_closing, closed_case, run_job, set_retention
+from tests.integration.test_push_locking import until_waiting
 
 pytestmark = pytest.mark.db
 
@@ -473,8 +475,8 @@ async def test_a_corrected_employer_moves_the_reports_entity_link(
     ids = {}
     for name, number in (("Gulf Star Contracting W.L.L.", "+974 4455 6677"),
                          ("Al Noor Trading W.L.L.", "+974 4412 3456")):  # fmt: skip
-        body = {"kind": "employer", "legal_name": name, "country": "QA", "phones": [number]}
-        r = await client.post("/v1/registry/entities", json=body, headers=staff.headers)
+        entity = {"kind": "employer", "legal_name": name, "country": "QA", "phones": [number]}
+        r = await client.post("/v1/registry/entities", json=entity, headers=staff.headers)
         assert r.status_code == 201, r.text
         ids[name.split()[0]] = uuid.UUID(r.json()["id"])
     phone = await new_phone(client, staff)
@@ -506,3 +508,42 @@ async def test_a_corrected_employer_moves_the_reports_entity_link(
     await _applied(client, phone, [amend(phone, body["id"], 4, {"employer": None})])
     await drain(client, pool)
     assert await _entity_links(pool, body["id"]) == {}
+
+
+async def test_a_staff_undo_racing_the_matchers_own_undo_stays_the_staffs(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """A case manager undoes the matcher's person link while the worker, rematching the amended
+    report, is about to undo it too: the worker waits for the staff's transaction, sees the
+    link gone, and leaves the staff's decision (a label) as it is."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    ram, again = report(worker=_RAM), report(worker=_RAM_AGAIN)
+    await _applied(client, phone, [create(phone, ram), create(phone, again)])
+    await drain(client, pool)
+    [link] = await decisions(client, staff, job="person", status="auto_linked")
+    await _applied(client, phone, [amend(phone, again["id"], 1, {"worker": _SITA})])
+    keyring = client.app.state.resources.keyring
+    async with pool.acquire() as first, pool.acquire() as second, pool.acquire() as watcher:
+        held = first.transaction()
+        await held.start()
+        await undo_decision(first, staff.org_id, uuid.UUID(link["id"]), user_id=staff.user_id)
+
+        async def rematch() -> None:
+            async with second.transaction():
+                await rematch_report(
+                    second, keyring, MatchingCache(), staff.org_id, uuid.UUID(again["id"])
+                )
+
+        racing = asyncio.create_task(rematch())
+        await until_waiting(watcher, second.get_server_pid(), racing)
+        await held.commit()
+        await racing
+        row = await watcher.fetchrow(
+            "SELECT status, decided_by FROM match_decisions WHERE id = $1", uuid.UUID(link["id"])
+        )
+    assert row is not None
+    assert (row["status"], row["decided_by"]) == ("undone", f"staff:{staff.user_id}")
+    assert await _member(pool, Q.person_of_report, again["id"]) != await _member(
+        pool, Q.person_of_report, ram["id"]
+    )

@@ -77,7 +77,9 @@ async def test_a_chaotic_fleet_loses_and_duplicates_nothing(
     # and withdrawals) runs through without a failure, and every live report is matched.
     await _run_jobs(live_settings)
     async with pool.acquire() as conn:
-        org_id = await conn.fetchval("SELECT org_id FROM staff_users WHERE email = $1", org_admin.email)
+        org_id = await conn.fetchval(
+            "SELECT org_id FROM staff_users WHERE email = $1", org_admin.email
+        )
         kinds = {r["kind"] for r in await conn.fetch(
             "SELECT DISTINCT kind FROM jobs WHERE org_id = $1", org_id)}  # fmt: skip
         troubled = await conn.fetch(
