@@ -27,7 +27,8 @@ from cases.matching.linkage import dedup_thresholds_for_f1, with_link_threshold_
 from cases.matching.model import MatchModel
 from cases.matching.records import EntityRecord, IncidentRecord, PersonRecord
 from cases.reports import PartyReference, Report
-from storage.case_links import on_incident_split, open_case_for_incident
+from storage.case_links import MATCHING, on_incident_split, open_case_for_incident
+from storage.cases import CaseWriter
 from storage.db import Conn
 from storage.errors import NotFound, StorageError
 from storage.jobs import JobQueue
@@ -329,7 +330,8 @@ async def rematch_report(
     (`_reconsider_entity_links`). For each job the report has not been matched in yet, it is
     matched as a new report: an amendment that adds the worker's identity or the employer's
     name is matched then. A report already in an incident or person is not
-    moved out of it by its amendment (an incident holds a case; a human undoes a link), except
+    moved out of it by its amendment (an incident holds a case, whose timeline notes a report
+    that no longer agrees with the others: `_note_if_apart`; a human undoes a link), except
     that the matcher undoes its own link of a report to a person the report no longer agrees
     with (`_unlink_if_stale`); a report alone in its person joins another person as after a
     refit, and candidates outside its group that the amended report now resembles become
@@ -353,6 +355,8 @@ async def rematch_report(
         if live:
             await _suggest(conn, corpus, org_id, "incident", report_id, Q.incident_of_report)
         _stamp(corpus, report_id, await conn.fetchval(Q.touch_incident_member, report_id))
+        if live:  # after the membership: a staff decision locks it before the case
+            await _note_if_apart(conn, corpus, org_id, report_id, row["version"])
     if live:
         await _reconsider_entity_links(conn, cache, org_id, report)
         await _match_entities(conn, cache, org_id, report)
@@ -373,6 +377,47 @@ async def rematch_report(
     if record is not None:
         await _rematch_person(conn, corpus, org_id, report_id)
     _stamp(corpus, report_id, await conn.fetchval(Q.touch_person_member, report_id))
+
+
+async def _note_if_apart(
+    conn: Conn, corpus: _Corpus, org_id: uuid.UUID, report_id: uuid.UUID, version: int
+) -> None:
+    """A changed report that would not join its incident's other reports now (`would_join`)
+    stays in the incident (moving it would move it between cases), and the case following the
+    incident says so on its timeline (`report_apart`, once per version of the report), with the
+    link that put it there, for the case team to undo the link or keep it."""
+    subject = str(report_id)
+    rows = await conn.fetch(Q.incident_group_of_report, report_id)
+    members = [
+        corpus.features[r["report_id"]]
+        for r in rows
+        if r["report_id"] != subject and r["report_id"] in corpus.features
+    ]
+    features = corpus.features[subject]
+    if not members or corpus.matcher.would_join(features, members, corpus.index.frequencies):
+        return
+    incident = await conn.fetchval(Q.incident_of_report, report_id)
+    case_id = await conn.fetchval(Q.case_by_incident, org_id, incident)
+    if case_id is None or await conn.fetchval(Q.report_apart_noted, case_id, subject, version):
+        return
+    decision = await conn.fetchval(Q.membership_decision, report_id)
+    frequencies = corpus.index.frequencies
+    mean = sum(
+        corpus.matcher.model.probability(corpus.matcher.total_weight(features, m, frequencies))
+        for m in members[:50]
+    ) / len(members[:50])
+    writer = await CaseWriter.lock(conn, org_id, case_id, None)
+    await writer.record(
+        "report_apart",
+        MATCHING,
+        {
+            "report": subject,
+            "report_version": version,
+            "incident": str(incident),
+            "decision": str(decision) if decision is not None else None,
+            "mean_probability": round(mean, 4),
+        },
+    )
 
 
 def _stamp(corpus: _Corpus, report_id: uuid.UUID, xid: str) -> None:

@@ -86,11 +86,22 @@ FROM entities
 WHERE (org_id = $1 OR org_id IS NULL);
 
 -- name: report_for_matching
-SELECT id, org_id, monitor_id, content::text AS content, sealed, deleted_at
+SELECT id, org_id, monitor_id, version, content::text AS content, sealed, deleted_at
 FROM reports WHERE org_id = $1 AND id = $2;
+
+-- name: report_apart_noted
+-- Whether the case's timeline already says that this version of the report stands apart.
+SELECT EXISTS (
+    SELECT 1 FROM case_events
+    WHERE case_id = $1 AND kind = 'report_apart' AND detail->>'report' = $2
+      AND (detail->>'report_version')::int = $3);
 
 -- name: incident_of_report
 SELECT incident_id FROM incident_members WHERE report_id = $1;
+
+-- name: membership_decision
+-- The decision that put a report in its incident (none: it opened the incident).
+SELECT decision_id FROM incident_members WHERE report_id = $1;
 
 -- name: person_of_report
 SELECT person_id FROM person_members WHERE report_id = $1;

@@ -547,3 +547,53 @@ async def test_a_staff_undo_racing_the_matchers_own_undo_stays_the_staffs(
     assert await _member(pool, Q.person_of_report, again["id"]) != await _member(
         pool, Q.person_of_report, ram["id"]
     )
+
+
+async def test_a_report_amended_away_from_its_incident_is_noted_on_the_case(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """Two accounts of one raid share an incident and a case; one is corrected to another place
+    and month. Moving it out would move it between cases, so it stays, and the case's timeline
+    says it stands apart, with the link for the case team to undo (once per version)."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone, other_phone = await new_phone(client, staff), await new_phone(client, staff)
+    first, second = raid(), raid(location=_RAID_PLACE, occurred_at=_RAID_TIME)
+    await _applied(client, phone, [create(phone, first)])
+    await _applied(client, other_phone, [create(other_phone, second)])
+    await drain(client, pool)
+    incident = await _member(pool, Q.incident_of_report, first["id"])
+    assert await _member(pool, Q.incident_of_report, second["id"]) == incident
+    [link] = await decisions(client, staff, job="incident", status="auto_linked")
+    async with pool.acquire() as conn:
+        case_id = await conn.fetchval(Q.case_by_incident, staff.org_id, incident)
+
+    async def noted() -> list[dict[str, Any]]:
+        r = await client.get(f"/v1/cases/{case_id}/timeline", headers=staff.headers)
+        assert r.status_code == 200, r.text
+        return [e for e in r.json() if e["kind"] == "report_apart"]
+
+    await _applied(client, other_phone, [amend(other_phone, second["id"], 1, {"severity": 1})])
+    await drain(client, pool)
+    assert await noted() == []  # still agrees
+
+    fix = {"location": _FAR, "occurred_at": _FAR_DAY}
+    await _applied(client, other_phone, [amend(other_phone, second["id"], 2, fix)])
+    await drain(client, pool)
+    async with pool.acquire() as conn, conn.transaction():  # again: noted once
+        await rematch_report(
+            conn,
+            client.app.state.resources.keyring,
+            MatchingCache(),
+            staff.org_id,
+            uuid.UUID(second["id"]),
+        )
+
+    [event] = await noted()
+    assert event["detail"]["report"] == second["id"]
+    assert event["detail"]["report_version"] == 3
+    assert event["detail"]["decision"] == link["id"]
+    assert event["detail"]["mean_probability"] < 0.5
+    assert await _member(pool, Q.incident_of_report, second["id"]) == incident
+    r = await client.post(f"/v1/matching/decisions/{link['id']}/undo", headers=staff.headers)
+    assert r.status_code == 200, r.text
+    assert await _member(pool, Q.incident_of_report, second["id"]) != incident
