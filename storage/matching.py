@@ -387,13 +387,8 @@ async def _note_if_apart(
     incident says so on its timeline (`report_apart`, once per version of the report), with the
     link that put it there, for the case team to undo the link or keep it."""
     subject = str(report_id)
-    rows = await conn.fetch(Q.incident_group_of_report, report_id)
-    members = [
-        corpus.features[r["report_id"]]
-        for r in rows
-        if r["report_id"] != subject and r["report_id"] in corpus.features
-    ]
     features = corpus.features[subject]
+    members = await _others_in_group(conn, corpus, Q.incident_group_of_report, report_id)
     if not members or corpus.matcher.would_join(features, members, corpus.index.frequencies):
         return
     incident = await conn.fetchval(Q.incident_of_report, report_id)
@@ -401,11 +396,7 @@ async def _note_if_apart(
     if case_id is None or await conn.fetchval(Q.report_apart_noted, case_id, subject, version):
         return
     decision = await conn.fetchval(Q.membership_decision, report_id)
-    frequencies = corpus.index.frequencies
-    mean = sum(
-        corpus.matcher.model.probability(corpus.matcher.total_weight(features, m, frequencies))
-        for m in members[:50]
-    ) / len(members[:50])
+    _, mean = corpus.matcher.group_agreement(features, members, corpus.index.frequencies)
     writer = await CaseWriter.lock(conn, org_id, case_id, None)
     await writer.record(
         "report_apart",
@@ -420,6 +411,19 @@ async def _note_if_apart(
     )
 
 
+async def _others_in_group(
+    conn: Conn, corpus: _Corpus, group_query: str, report_id: uuid.UUID
+) -> list[Any]:
+    """The indexed features of the other reports of a report's incident or person (at most
+    50, oldest first, as `group_query` gives them)."""
+    subject = str(report_id)
+    return [
+        corpus.features[r["report_id"]]
+        for r in await conn.fetch(group_query, report_id)
+        if r["report_id"] != subject and r["report_id"] in corpus.features
+    ]
+
+
 def _stamp(corpus: _Corpus, report_id: uuid.UUID, xid: str) -> None:
     """The index holds the report as its membership written by `xid` left it."""
     known = corpus.filed.get(str(report_id))
@@ -430,6 +434,8 @@ def _stamp(corpus: _Corpus, report_id: uuid.UUID, xid: str) -> None:
 async def _rematch_person(
     conn: Conn, corpus: _Corpus, org_id: uuid.UUID, report_id: uuid.UUID
 ) -> None:
+    """A changed report already in a person (`rematch_report`): out of a person the matcher
+    put it in that it no longer agrees with, into another if alone, else suggestions."""
     await _unlink_if_stale(conn, corpus, org_id, report_id)
     if await conn.fetchval(Q.person_alone_undecided, report_id):
         own = await conn.fetchval(Q.person_of_report, report_id)
@@ -492,13 +498,8 @@ async def _unlink_if_stale(
     if link is None:  # alone, or joined by someone on staff
         return
     subject = str(report_id)
-    members = [
-        corpus.features[r["report_id"]]
-        for r in await conn.fetch(Q.person_group_of_report, report_id)
-        if r["report_id"] != subject and r["report_id"] in corpus.features
-    ]
-    features = corpus.features[subject]
-    if corpus.matcher.would_join(features, members, corpus.index.frequencies):
+    members = await _others_in_group(conn, corpus, Q.person_group_of_report, report_id)
+    if corpus.matcher.would_join(corpus.features[subject], members, corpus.index.frequencies):
         return
     # The decision locked before the membership, in the order a staff undo locks them, and
     # the link read again under it: someone on staff may have just undone or replaced it.
@@ -552,7 +553,7 @@ async def _match_incident(
                 conn, org_id, "incident", str(report.id), corpus, features, candidate,
                 "auto_linked", {"incident_id": str(own)},
             )  # fmt: skip
-            await conn.fetchval(Q.set_incident_member, report.id, org_id, target, decision)
+            await conn.execute(Q.set_incident_member, report.id, org_id, target, decision)
             break
         await _record_decision(
             conn, org_id, "incident", str(report.id), corpus, features, candidate,

@@ -322,18 +322,25 @@ class Matcher(Generic[R, F]):
             decided.append(candidate)
         return decided
 
+    def group_agreement(
+        self, record: F, members: Sequence[F], frequencies: FrequencyTable
+    ) -> tuple[float, float]:
+        """The record's best and mean match probability against a group's members (at most
+        50, as `join_decisions` counts them); (0, 0) for no members."""
+        if not members:
+            return 0.0, 0.0
+        weights = [self.total_weight(record, m, frequencies) for m in members[:50]]
+        probabilities = [self.model.probability(w) for w in weights]
+        return self.model.probability(max(weights)), sum(probabilities) / len(probabilities)
+
     def would_join(self, record: F, members: Sequence[F], frequencies: FrequencyTable) -> bool:
         """Whether `join_decisions` would join the record to a group of these members now: its
-        best-scoring member is a link and the members (at most 50) agree on average. A record
-        the matcher joined to a group and that changed since keeps its place only if so."""
+        best-scoring member is a link and the members agree on average. A record the matcher
+        joined to a group and that changed since keeps its place only if so."""
         if not members:
             return False
-        members = members[:50]
-        weights = [self.total_weight(record, m, frequencies) for m in members]
-        if self._decision(self.model.probability(max(weights))) != "link":
-            return False
-        mean = sum(self.model.probability(w) for w in weights) / len(weights)
-        return mean >= self._merge_threshold()
+        best, mean = self.group_agreement(record, members, frequencies)
+        return self._decision(best) == "link" and mean >= self._merge_threshold()
 
     def _merge_threshold(self) -> float:
         thresholds = self.model.thresholds

@@ -122,4 +122,7 @@ def test_a_changed_record_keeps_its_group_only_if_it_would_join_it_now() -> None
     # The best member links, but the group disagrees on average (about 1/3 under 0.5).
     assert not matcher.would_join(ram, [ram_again, sita, sita_again], frequencies)
     assert not matcher.would_join(ram, [], frequencies)
+    assert matcher.group_agreement(ram, [], frequencies) == (0.0, 0.0)
+    best, mean = matcher.group_agreement(ram, [ram_again, sita, sita_again], frequencies)
+    assert best == matcher.group_agreement(ram, [ram_again], frequencies)[0] > 0.5 > mean
     assert matcher.would_join(sita, [sita_again], frequencies)
