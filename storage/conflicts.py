@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -21,6 +21,7 @@ from storage.feed import publish_report_state
 from storage.keyring import Keyring
 from storage.queries import Q
 from storage.reports import ReportStore, conflict_context, is_sensitive_path
+from sync.clock import occurred_time_flags
 from sync.merge import report_fields, set_field_path
 
 __all__ = [
@@ -184,7 +185,13 @@ async def resolve_conflict(
                 raise InvalidResolution(f"the value would make the report invalid: {exc}") from None
             if updated != current.report:
                 version += 1
-                await store.update(org_id, updated, version)
+                # A time a case manager picks is judged now, as if recorded and received now.
+                now = datetime.now(UTC)
+                flags = occurred_time_flags(
+                    current.report, updated, recorded_at=now, received_at=now,
+                    enrolled_at=now, clock=None,
+                )  # fmt: skip
+                await store.update(org_id, updated, version, flags)
         # The resolved value of a sensitive field lives in the report (sealed), not here.
         kept = None if is_sensitive_path(row["field"]) else chosen
         await conn.execute(

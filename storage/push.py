@@ -167,6 +167,7 @@ async def execute_push(
                         edits,
                         known_categories=known_categories,
                         retired_categories=retired_categories,
+                        clock=clock,
                     )
                 await settle(edits, bulk)
             edits.clear()

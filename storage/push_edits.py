@@ -22,6 +22,7 @@ from storage.feed import ReportPublish, publish_report_states
 from storage.keyring import Keyring
 from storage.queries import Q
 from storage.reports import (
+    OCCURRED_FLAG_NAMES,
     ReportStore,
     conflict_values,
     is_sensitive_path,
@@ -30,6 +31,7 @@ from storage.reports import (
     split_sensitive,
 )
 from sync.apply import StoredReport, decide_amend
+from sync.clock import ClockEstimate, occurred_time_flags
 from sync.merge import FieldConflict
 from sync.messages import AmendReport, DeleteReport, MutationResult, MutationStatus, ReasonCode
 from sync.push import ApplyStep
@@ -82,6 +84,7 @@ async def edit_reports(
     *,
     known_categories: Set[str],
     retired_categories: Set[str] = frozenset(),
+    clock: ClockEstimate | None = None,
 ) -> dict[uuid.UUID, MutationResult] | None:
     """Results for ``steps`` (AmendReport and DeleteReport, in plan order), or None if refused.
 
@@ -92,7 +95,9 @@ async def edit_reports(
     """
     try:
         async with conn.transaction():
-            return await _edit(conn, keyring, device, steps, known_categories, retired_categories)
+            return await _edit(
+                conn, keyring, device, steps, known_categories, retired_categories, clock
+            )
     except (asyncpg.exceptions.DataError, asyncpg.exceptions.IntegrityConstraintViolationError):
         return None
 
@@ -109,6 +114,8 @@ class _Edits:
         self.conflicts: list[tuple[uuid.UUID, uuid.UUID, tuple[FieldConflict, ...]]] = []
         self.withdrawn: list[uuid.UUID] = []
         self.bumps: dict[uuid.UUID, int] = {}
+        # Incident-time flags judged by the last edit of each report that changed its time.
+        self.occurred_flags: dict[uuid.UUID, list[str]] = {}
 
     def write(self, current: StoredReport, report: Report, version: int) -> None:
         rid = report.id
@@ -129,6 +136,7 @@ async def _edit(
     steps: Sequence[ApplyStep],
     known_categories: Set[str],
     retired_categories: Set[str],
+    clock: ClockEstimate | None,
 ) -> dict[uuid.UUID, MutationResult]:
     mutations = [s.mutation for s in steps]
     edits = [m for m in mutations if isinstance(m, AmendReport | DeleteReport)]
@@ -208,6 +216,16 @@ async def _edit(
         version = outcome.result.version
         if outcome.write is not None and version is not None:
             assert cur is not None
+            occurred_flags = occurred_time_flags(
+                cur.report,
+                outcome.write,
+                recorded_at=mutation.recorded_at,
+                received_at=step.received_at,
+                enrolled_at=device.enrolled_at,
+                clock=clock,
+            )
+            if occurred_flags is not None:
+                out.occurred_flags[rid] = occurred_flags
             out.write(cur, outcome.write, version)
             current[rid] = msgspec.structs.replace(cur, report=outcome.write, version=version)
         if outcome.conflicts:
@@ -251,7 +269,8 @@ async def _write_edits(
             updates.append(
                 (
                     rid, version, content, sealed, report.occurred_at, report.location.lat,
-                    report.location.lon, list(report.categories),
+                    report.location.lon, list(report.categories), OCCURRED_FLAG_NAMES,
+                    out.occurred_flags.get(rid),
                 )
             )  # fmt: skip
         await conn.executemany(Q.update_report, updates)

@@ -21,7 +21,7 @@ from storage.push_edits import refuse_withdrawal, rejected
 from storage.reports import ReportStore
 from storage.tasks import answer_task
 from sync.apply import decide_amend, decide_create
-from sync.clock import ClockEstimate, report_time_flags
+from sync.clock import ClockEstimate, occurred_time_flags, report_time_flags
 from sync.messages import (
     AmendReport,
     AnswerTask,
@@ -141,7 +141,16 @@ async def _apply_step(
         )
         version = outcome.result.version
         if outcome.write is not None and version is not None:
-            await reports.update(device.org_id, outcome.write, version)
+            assert current is not None
+            occurred_flags = occurred_time_flags(
+                current.report,
+                outcome.write,
+                recorded_at=mutation.recorded_at,
+                received_at=step.received_at,
+                enrolled_at=device.enrolled_at,
+                clock=ctx.clock,
+            )
+            await reports.update(device.org_id, outcome.write, version, occurred_flags)
         if outcome.conflicts:
             await reports.add_conflicts(
                 device.org_id, mutation.report_id, outcome.conflicts, step.mutation_id, device.id

@@ -24,9 +24,11 @@ from storage.jobs import JobQueue
 from storage.keyring import Keyring
 from storage.queries import Q
 from sync.apply import StoredReport
+from sync.clock import OCCURRED_FLAGS
 from sync.merge import FieldConflict
 
 __all__ = [
+    "OCCURRED_FLAG_NAMES",
     "REMATCH",
     "ReportStore",
     "SealedParts",
@@ -41,6 +43,7 @@ __all__ = [
 # A report's matching features changed (amended, a conflict resolved, withdrawn, redacted): the
 # worker brings its matching up to date (`storage.matching.rematch_report`).
 REMATCH = "reports.rematch"
+OCCURRED_FLAG_NAMES = sorted(f.value for f in OCCURRED_FLAGS)
 
 
 async def queue_rematch(conn: Conn, org_id: uuid.UUID, report_ids: list[uuid.UUID]) -> None:
@@ -220,7 +223,15 @@ class ReportStore:
         )
         await self._set_attachments(org_id, report)
 
-    async def update(self, org_id: uuid.UUID, report: Report, version: int) -> None:
+    async def update(
+        self,
+        org_id: uuid.UUID,
+        report: Report,
+        version: int,
+        occurred_flags: list[str] | None = None,
+    ) -> None:
+        """Write a new version; ``occurred_flags`` replace the incident-time flags (None: the
+        incident time did not change, `sync.clock.occurred_time_flags`)."""
         clear, sealed = await self._seal(org_id, report)
         content = _ENCODER.encode(clear).decode()
         await self._conn.execute(Q.archive_report_version, report.id)
@@ -234,6 +245,8 @@ class ReportStore:
             report.location.lat,
             report.location.lon,
             list(report.categories),
+            OCCURRED_FLAG_NAMES,
+            occurred_flags,
         )
         await self._set_attachments(org_id, report)
         await queue_rematch(self._conn, org_id, [report.id])

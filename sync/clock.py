@@ -15,15 +15,17 @@ from typing import Final
 
 import msgspec
 
-from cases.reports import TimePrecision
+from cases.reports import Report, TimePrecision
 
 __all__ = [
     "DEFAULT_TOLERANCE",
+    "OCCURRED_FLAGS",
     "SANE_EPOCH",
     "SKEW_WINDOW",
     "ClockEstimate",
     "TimeFlag",
     "estimate_clock_offset",
+    "occurred_time_flags",
     "offset_sample",
     "report_time_flags",
 ]
@@ -123,3 +125,38 @@ def report_time_flags(
     if occurred_at < epoch:
         flags.add(TimeFlag.BEFORE_EPOCH)
     return frozenset(flags)
+
+
+# The flags that judge the incident time: an amendment that changes it is judged again. The
+# others judge the report's first recording (its device clock, its enrollment) and stay.
+OCCURRED_FLAGS: Final = frozenset(
+    {TimeFlag.OCCURRED_IN_FUTURE, TimeFlag.OCCURRED_AFTER_RECORDED, TimeFlag.BEFORE_EPOCH}
+)
+
+
+def occurred_time_flags(
+    before: Report,
+    after: Report,
+    *,
+    recorded_at: dt.datetime,
+    received_at: dt.datetime,
+    enrolled_at: dt.datetime,
+    clock: ClockEstimate | None,
+) -> list[str] | None:
+    """The incident-time flags of an amended report, judged against the amendment's own
+    recording and arrival, or None when the amendment leaves the incident time as it was (its
+    flags stand: a later edit of another field does not make an impossible time plausible)."""
+    if (after.occurred_at, after.occurred_precision) == (
+        before.occurred_at,
+        before.occurred_precision,
+    ):
+        return None
+    flags = report_time_flags(
+        occurred_at=after.occurred_at,
+        precision=after.occurred_precision,
+        recorded_at=recorded_at,
+        received_at=received_at,
+        enrolled_at=enrolled_at,
+        clock=clock,
+    )
+    return sorted(f.value for f in flags & OCCURRED_FLAGS)

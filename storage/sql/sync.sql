@@ -91,9 +91,14 @@ INSERT INTO reports (id, org_id, monitor_id, device_id, version, content, sealed
 VALUES ($1, $2, $3, $4, 1, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14);
 
 -- name: update_report
+-- $10: the incident-time flags judged again when the amendment changed the incident time, in
+-- place of those named in $9 (the rest judge the first recording and stay); NULL keeps them.
 UPDATE reports
 SET version = $2, content = $3::jsonb, sealed = $4, occurred_at = $5, latitude = $6,
-    longitude = $7, categories = $8, updated_at = now()
+    longitude = $7, categories = $8, updated_at = now(),
+    time_flags = CASE WHEN $10::text[] IS NULL THEN time_flags ELSE ARRAY(
+        SELECT f FROM unnest(time_flags) AS f WHERE f <> ALL ($9::text[])
+        UNION SELECT unnest($10::text[]) ORDER BY 1) END
 WHERE id = $1;
 
 -- name: archive_report_version

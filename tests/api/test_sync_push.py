@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import random
 import uuid
@@ -15,6 +16,7 @@ from cases.accounts import Role
 from storage import push_bulk
 from tests.api.conftest import make_actor
 from tests.api.sync_support import (
+    NOW,
     Client,
     amend,
     batch,
@@ -423,3 +425,47 @@ async def test_a_version_is_stored_apart_once_an_amendment_replaces_it(
     assert (late["results"][0]["status"], late["results"][0]["version"]) == ("applied", 3)
     view = await client.get(f"/v1/reports/{body['id']}", headers=staff.headers)
     assert (view.json()["report"]["severity"], view.json()["report"]["workers_affected"]) == (1, 40)
+
+
+async def test_an_amended_incident_time_is_flagged_again(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """Impossible times are flagged, not taken as truth, on amendments too: a time moved into
+    next year is flagged (a later edit of another field keeps the flag), a time corrected back
+    loses it, and a case manager resolving a conflict to a future time gets it flagged."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    monitor = await new_monitor(client, staff)
+    first = await enroll(client, await enrollment_code(client, staff, monitor))
+    second = await enroll(client, await enrollment_code(client, staff, monitor))
+    body = report()
+    await push(client, first, [create(first, body)])
+
+    async def flags() -> list[str]:
+        r = await client.get(f"/v1/reports/{body['id']}", headers=staff.headers)
+        assert r.status_code == 200, r.text
+        return [f for f in r.json()["time_flags"] if f.startswith("occurred")]
+
+    future = (NOW + dt.timedelta(days=400)).isoformat()
+    await push(client, first, [amend(first, body["id"], 1, {"occurred_at": future})])
+    assert await flags() == ["occurred_after_recorded", "occurred_in_future"]
+    await push(client, first, [amend(first, body["id"], 2, {"severity": 1})])
+    assert await flags() == ["occurred_after_recorded", "occurred_in_future"]
+    await push(client, first, [amend(first, body["id"], 3, {"occurred_at": body["occurred_at"]})])
+    assert await flags() == []
+
+    # The second phone edited version 3 offline: the incident time conflicts.
+    plausible = (NOW - dt.timedelta(days=1)).isoformat()
+    await push(client, first, [amend(first, body["id"], 4, {"occurred_at": plausible})])
+    [result] = (
+        await push(client, second, [amend(second, body["id"], 4, {"occurred_at": future})])
+    )["results"]
+    assert result["status"] == "conflict", result
+    assert await flags() == []
+    [conflict] = (await client.get("/v1/conflicts", headers=staff.headers)).json()["items"]
+    r = await client.post(
+        f"/v1/conflicts/{conflict['id']}/resolve",
+        json={"resolution": "take_incoming"},
+        headers=staff.headers,
+    )
+    assert r.status_code == 200, r.text
+    assert await flags() == ["occurred_after_recorded", "occurred_in_future"]

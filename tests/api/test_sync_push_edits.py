@@ -49,6 +49,7 @@ from tests.api.sync_support import (
 pytestmark = pytest.mark.db
 
 RECEIVED_AT = NOW + dt.timedelta(minutes=5)
+FUTURE = (NOW + dt.timedelta(days=365)).isoformat()
 CATEGORIES = [c.code for c in load_taxonomy().active_categories()]
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -88,7 +89,7 @@ async def snapshot(conn: Conn, keyring: Keyring, org_id: uuid.UUID) -> dict[str,
     reports = []
     for r in await conn.fetch(
         "SELECT id, version, status_version, status, content::text AS content, occurred_at,"
-        " latitude, longitude, categories, deleted_at IS NOT NULL AS deleted,"
+        " latitude, longitude, categories, time_flags, deleted_at IS NOT NULL AS deleted,"
         " redacted_at IS NOT NULL AS redacted FROM reports WHERE org_id = $1 ORDER BY id",
         org_id,
     ):
@@ -293,8 +294,14 @@ def mixed_batch(phone: Phone, ids: dict[str, Any]) -> list[dict[str, Any]]:
             1,
             {"severity": 3, "narrative": "Moved to dorm 6.", "worker": {"name": "Sita Rai"}},
         ),
-        # Twice in one batch: the second, based on version 1, merges against the first.
-        amend(phone, ids["twice"], 1, {"workers_affected": 30, "sector": "construction"}),
+        # Twice in one batch: the second, based on version 1, merges against the first. The
+        # first moves the incident time into next year (flagged), which the later ones keep.
+        amend(
+            phone,
+            ids["twice"],
+            1,
+            {"workers_affected": 30, "sector": "construction", "occurred_at": FUTURE},
+        ),
         amend(phone, ids["twice"], 1, {"workers_affected": 31, "narrative": "Second look."}),
         amend(phone, ids["twice"], 2, {"severity": 1}),
         amend(phone, str(uuid.uuid4()), 1, {"severity": 2}),  # not found
@@ -373,6 +380,9 @@ async def test_batched_edits_match_one_by_one(
     conflicts = {(c[0], c[1]) for c in fast_rows["conflicts"]}
     assert (ids["stale"], "worker.name") in conflicts
     assert (ids["twice"], "workers_affected") in conflicts
+    flags = {r[0]["id"]: r[0]["time_flags"] for r in fast_rows["reports"]}
+    assert "occurred_in_future" in flags[uuid.UUID(ids["twice"])]
+    assert "occurred_in_future" not in flags[uuid.UUID(ids["plain"])]
 
 
 async def test_a_run_the_database_refuses_is_applied_one_by_one(

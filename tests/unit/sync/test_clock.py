@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,10 +13,11 @@ from sync.clock import (
     ClockEstimate,
     TimeFlag,
     estimate_clock_offset,
+    occurred_time_flags,
     offset_sample,
     report_time_flags,
 )
-from tests.unit.sync.samples import NOW
+from tests.unit.sync.samples import NOW, sample_report
 
 ENROLLED = NOW - dt.timedelta(days=30)
 MIN = dt.timedelta(minutes=1)
@@ -115,3 +117,28 @@ def test_unknown_skew_is_said_not_assumed() -> None:
         clock=None,
     )
     assert result == frozenset({TimeFlag.CLOCK_SKEW_UNKNOWN})
+
+
+def test_an_amended_incident_time_is_judged_again_and_only_that() -> None:
+    """The incident-time flags of an amendment: judged against the amendment's own recording
+    and arrival when the time changed; None (keep the stored flags) when it did not. Flags
+    about the first recording (device clock, enrollment) are never part of them."""
+    before = sample_report(occurred_at=NOW - dt.timedelta(days=2))
+    judged = {"recorded_at": NOW, "received_at": NOW, "enrolled_at": ENROLLED}
+    assert occurred_time_flags(before, before, clock=None, **judged) is None
+    other_field = msgspec.structs.replace(before, severity=1)
+    assert occurred_time_flags(before, other_field, clock=exact_clock(), **judged) is None
+
+    future = msgspec.structs.replace(before, occurred_at=NOW + dt.timedelta(days=30))
+    assert occurred_time_flags(before, future, clock=None, **judged) == [
+        "occurred_after_recorded",
+        "occurred_in_future",
+    ]  # and not clock_skew_unknown, a flag of the recording
+    ancient = msgspec.structs.replace(before, occurred_at=dt.datetime(1970, 1, 1, tzinfo=dt.UTC))
+    assert occurred_time_flags(before, ancient, clock=exact_clock(), **judged) == ["before_epoch"]
+    assert occurred_time_flags(future, before, clock=exact_clock(), **judged) == []
+    # A coarser precision alone is a change of the claim: judged again, with its leeway.
+    month = msgspec.structs.replace(
+        future, occurred_at=NOW + dt.timedelta(days=20), occurred_precision=TimePrecision.MONTH
+    )
+    assert occurred_time_flags(future, month, clock=exact_clock(), **judged) == []
