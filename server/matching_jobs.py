@@ -6,7 +6,8 @@ new reports queues one ``reports.match_many`` job per chunk of reports (a job ro
 cost the push as much as the report's own feed row); a report whose matching fails there gets a
 ``reports.match`` job of its own, so it is retried (and, in the end, buried where an operator sees
 it) without holding back the others. A report amended, withdrawn or redacted queues
-``reports.rematch`` (`storage.reports.queue_rematch`), which brings its matching up to date.
+``reports.changed`` (`storage.reports.queue_report_changed`): its matching is brought up to date
+(`storage.matching.rematch_report`), and the priority of the cases holding it is derived again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
+from storage.case_links import rederive_cases_of_report
 from storage.db import Conn
 from storage.jobs import ClaimedJob, JobQueue
 from storage.matching import (
@@ -26,7 +28,7 @@ from storage.matching import (
     rematch_report,
 )
 from storage.queries import Q
-from storage.reports import REMATCH, queue_rematch
+from storage.reports import REPORT_CHANGED, queue_report_changed
 
 if TYPE_CHECKING:
     from server.worker import JobHandler, WorkerContext
@@ -38,7 +40,7 @@ __all__ = [
     "REFIT",
     "REFIT_DUE",
     "REJOIN",
-    "REMATCH",
+    "REPORT_CHANGED",
     "enqueue_refits_due",
 ]
 
@@ -79,22 +81,29 @@ async def _match_many(conn: Conn, job: ClaimedJob, context: WorkerContext) -> No
             )
 
 
-async def _rematch(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
+async def _report_changed(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
     # As `_match_many`: a report that fails gets a job of its own (which the queue retries and,
     # in the end, buries) and does not hold back the others of its batch.
     assert job.org_id is not None
-    keyring = context.resources.keyring
     report_ids = [uuid.UUID(r) for r in job.payload["report_ids"]]
     if len(report_ids) == 1:
-        await rematch_report(conn, keyring, _CACHE, job.org_id, report_ids[0])
+        await _follow_change(conn, context, job.org_id, report_ids[0])
         return
     for report_id in report_ids:
         try:
             async with conn.transaction():  # a savepoint: a failure undoes this report only
-                await rematch_report(conn, keyring, _CACHE, job.org_id, report_id)
+                await _follow_change(conn, context, job.org_id, report_id)
         except Exception:
-            _log.exception("matching report %s again failed; queued on its own", report_id)
-            await queue_rematch(conn, job.org_id, [report_id])
+            _log.exception("following report %s's change failed; queued on its own", report_id)
+            await queue_report_changed(conn, job.org_id, [report_id])
+
+
+async def _follow_change(
+    conn: Conn, context: WorkerContext, org_id: uuid.UUID, report_id: uuid.UUID
+) -> None:
+    keyring = context.resources.keyring
+    await rematch_report(conn, keyring, _CACHE, org_id, report_id)
+    await rederive_cases_of_report(conn, org_id, report_id, context.resources.taxonomy)
 
 
 async def _refit(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
@@ -150,5 +159,5 @@ HANDLERS: dict[str, JobHandler] = {
     REFIT: _refit,
     REFIT_DUE: _refits_due,
     REJOIN: _rejoin,
-    REMATCH: _rematch,
+    REPORT_CHANGED: _report_changed,
 }

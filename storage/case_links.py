@@ -51,6 +51,8 @@ __all__ = [
 # The region filter accepts an H3 cell at any of these resolutions (country-sized to district).
 CELL_RESOLUTIONS = range(3, 8)
 MATCHING = CaseActor.system("matching")
+# The follow-up of a report's change (amendment, withdrawal): its cases' derived priority.
+REPORT_CHANGE = CaseActor.system("report_change")
 
 
 class ReportInOtherCase(StorageError):
@@ -191,6 +193,18 @@ async def _rederive(conn: Conn, writer: CaseWriter, actor: CaseActor, taxonomy: 
     except TransitionRefused:
         return  # unchanged
     await writer.apply(changed.case, changed.event, actor, reasons=assessment.reasons)
+
+
+async def rederive_cases_of_report(
+    conn: Conn, org_id: uuid.UUID, report_id: uuid.UUID, taxonomy: Taxonomy | None = None
+) -> None:
+    """A report changed (amended, withdrawn): the cases holding it derive their priority
+    again, unless a person chose it or the case is closed. A severity raised to 5 on a phone
+    raises the case, and a withdrawn report no longer holds it up."""
+    taxonomy = taxonomy or load_taxonomy()
+    for row in await conn.fetch(Q.cases_of_report, org_id, report_id):
+        writer = await CaseWriter.lock(conn, org_id, row["case_id"], None)
+        await _rederive(conn, writer, REPORT_CHANGE, taxonomy)
 
 
 async def link_reports(

@@ -26,7 +26,7 @@ from storage.reports import (
     ReportStore,
     conflict_values,
     is_sensitive_path,
-    queue_rematch,
+    queue_report_changed,
     sealed_context,
     split_sensitive,
 )
@@ -299,7 +299,7 @@ async def _write_edits(
         )
     if out.withdrawn:
         await conn.executemany(Q.delete_report, [(rid,) for rid in out.withdrawn])
-    await queue_rematch(conn, org_id, sorted({*out.last, *out.withdrawn}))
+    await queue_report_changed(conn, org_id, sorted({*out.last, *out.withdrawn}))
     await publish_report_states(
         conn,
         org_id,

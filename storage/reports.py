@@ -29,29 +29,31 @@ from sync.merge import FieldConflict
 
 __all__ = [
     "OCCURRED_FLAG_NAMES",
-    "REMATCH",
+    "REPORT_CHANGED",
     "ReportStore",
     "SealedParts",
     "conflict_context",
     "conflict_values",
     "is_sensitive_path",
-    "queue_rematch",
+    "queue_report_changed",
     "sealed_context",
     "split_sensitive",
 ]
 
-# A report's matching features changed (amended, a conflict resolved, withdrawn, redacted): the
-# worker brings its matching up to date (`storage.matching.rematch_report`).
-REMATCH = "reports.rematch"
+# A report changed after it was stored (amended, a conflict resolved, withdrawn, redacted): the
+# worker brings what was derived from it up to date (`server.matching_jobs`: its matching, and
+# the priority of the cases that hold it).
+REPORT_CHANGED = "reports.changed"
 OCCURRED_FLAG_NAMES = sorted(f.value for f in OCCURRED_FLAGS)
 
 
-async def queue_rematch(conn: Conn, org_id: uuid.UUID, report_ids: list[uuid.UUID]) -> None:
-    """Queue the reports' rematch in the caller's transaction: a committed change always has
-    one. No dedupe key: a job already running may have read the report before this change."""
+async def queue_report_changed(conn: Conn, org_id: uuid.UUID, report_ids: list[uuid.UUID]) -> None:
+    """Queue the follow-up of the reports' change in the caller's transaction: a committed
+    change always has one. No dedupe key: a job already running may have read the report
+    before this change."""
     if report_ids:
         await JobQueue(conn).enqueue(
-            REMATCH, {"report_ids": [str(r) for r in report_ids]}, org_id=org_id
+            REPORT_CHANGED, {"report_ids": [str(r) for r in report_ids]}, org_id=org_id
         )
 
 
@@ -249,11 +251,11 @@ class ReportStore:
             occurred_flags,
         )
         await self._set_attachments(org_id, report)
-        await queue_rematch(self._conn, org_id, [report.id])
+        await queue_report_changed(self._conn, org_id, [report.id])
 
     async def withdraw(self, org_id: uuid.UUID, report_id: uuid.UUID) -> int:
         version: int = await self._conn.fetchval(Q.delete_report, report_id)
-        await queue_rematch(self._conn, org_id, [report_id])
+        await queue_report_changed(self._conn, org_id, [report_id])
         return version
 
     async def add_conflicts(

@@ -23,7 +23,7 @@ from storage.audit import record_system
 from storage.db import Conn
 from storage.feed import publish_report_state
 from storage.queries import Q
-from storage.reports import queue_rematch
+from storage.reports import queue_report_changed
 
 __all__ = [
     "PrivacySettings",
@@ -135,5 +135,5 @@ async def redact_due_reports(conn: Conn, org_id: uuid.UUID, *, limit: int = 200)
             attachments_erased=erased,
         )
     # The worker's matching indexes drop the erased identities they hold in memory.
-    await queue_rematch(conn, org_id, redacted_ids)
+    await queue_report_changed(conn, org_id, redacted_ids)
     return len(redacted_ids)

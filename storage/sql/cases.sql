@@ -363,3 +363,6 @@ ORDER BY c.priority_rank DESC, c.due_at, c.id
 -- The report a conflict belongs to (never changes), read before locking the report and then the
 -- conflict (storage/conflicts.py resolve_conflict).
 SELECT report_id FROM report_conflicts WHERE org_id = $1 AND id = $2;
+
+-- name: cases_of_report
+SELECT case_id FROM case_reports WHERE org_id = $1 AND report_id = $2 ORDER BY case_id;

@@ -14,7 +14,8 @@ import pytest
 
 from cases.accounts import Role
 from tests.api.conftest import Actor, make_actor
-from tests.api.sync_support import Client, create, new_phone, push, report
+from tests.api.sync_support import NOW, Client, amend, create, new_phone, push, report
+from tests.api.test_matching import drain
 
 pytestmark = pytest.mark.db
 
@@ -308,3 +309,53 @@ async def test_manual_priority_and_links(client: Client, pool: asyncpg.Pool) -> 
         headers=staff.headers,
     )
     assert unknown.status_code == 404
+
+
+async def test_a_case_follows_its_reports_amendments_and_withdrawals(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """A monitor raises a report's severity to 5 from the phone: the case's derived priority
+    rises with it once the worker has followed the change; a withdrawn report no longer holds a
+    case's priority up; a priority a person chose stays."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    mild = report(severity=1, workers_affected=1, categories=["FR.RECRUITMENT_FEE"])
+    other = report(severity=1, workers_affected=1, categories=["FR.RECRUITMENT_FEE"])
+    result = await push(client, phone, [create(phone, mild), create(phone, other)])
+    assert [r["status"] for r in result["results"]] == ["applied", "applied"], result
+    case = await open_case(client, staff, [mild["id"], other["id"]])
+    before = case["priority"]
+    assert before != "critical"
+
+    async def current() -> Any:
+        r = await client.get(f"/v1/cases/{case['id']}", headers=staff.headers)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    await push(client, phone, [amend(phone, mild["id"], 1, {"severity": 5})])
+    await drain(client, pool)
+    raised = await current()
+    assert raised["priority"] == "critical"
+    assert any(r["rule"] == "report_severity" for r in raised["priority_reasons"])
+
+    withdraw = {
+        "kind": "delete_report",
+        "seq": phone.seq(),
+        "mutation_id": str(uuid.uuid4()),
+        "recorded_at": NOW.isoformat(),
+        "report_id": mild["id"],
+        "base_version": 2,
+    }
+    await push(client, phone, [withdraw])
+    await drain(client, pool)
+    assert (await current())["priority"] == before
+
+    r = await client.put(
+        f"/v1/cases/{case['id']}/priority",
+        json={"version": (await current())["version"], "priority": "low", "reason": "seen"},
+        headers=staff.headers,
+    )
+    assert r.status_code == 200, r.text
+    await push(client, phone, [amend(phone, other["id"], 1, {"severity": 5})])
+    await drain(client, pool)
+    assert (await current())["priority"] == "low"

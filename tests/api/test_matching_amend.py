@@ -17,7 +17,7 @@ from cases.accounts import Role
 from server import matching_jobs
 from storage.matching import MatchingCache, match_report, rematch_report, undo_decision
 from storage.queries import Q
-from storage.reports import REMATCH
+from storage.reports import REPORT_CHANGED
 from tests.api.conftest import make_actor
 from tests.api.sync_support import (
     NOW,
@@ -369,7 +369,7 @@ async def test_a_report_whose_rematch_fails_is_retried_alone(
         retry = await conn.fetchrow(
             "SELECT state, last_error, payload FROM jobs WHERE kind = $1 AND org_id = $2"
             " AND state <> 'done'",
-            REMATCH,
+            REPORT_CHANGED,
             staff.org_id,
         )
     assert retry is not None and retry["state"] == "pending"
@@ -379,7 +379,7 @@ async def test_a_report_whose_rematch_fails_is_retried_alone(
     monkeypatch.setattr(matching_jobs, "rematch_report", real)
     async with pool.acquire() as conn:  # the retry's backoff, skipped
         await conn.execute(
-            "UPDATE jobs SET run_after = now() WHERE kind = $1 AND org_id = $2", REMATCH,
+            "UPDATE jobs SET run_after = now() WHERE kind = $1 AND org_id = $2", REPORT_CHANGED,
             staff.org_id,
         )  # fmt: skip
     await drain(client, pool)

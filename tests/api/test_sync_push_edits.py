@@ -29,7 +29,7 @@ from storage.db import Conn
 from storage.devices import DeviceAuth
 from storage.keyring import Keyring
 from storage.push import execute_push
-from storage.reports import REMATCH, ReportStore, conflict_context
+from storage.reports import REPORT_CHANGED, ReportStore, conflict_context
 from sync.codec import WireFormat, decode_push
 from sync.messages import MutationResult
 from tests.api.conftest import make_actor
@@ -170,7 +170,7 @@ async def snapshot(conn: Conn, keyring: Keyring, org_id: uuid.UUID) -> dict[str,
     jobs = []
     rematched: set[str] = set()
     for r in await conn.fetch("SELECT kind, payload::text FROM jobs WHERE org_id = $1", org_id):
-        if r["kind"] == REMATCH:
+        if r["kind"] == REPORT_CHANGED:
             # A batch queues one rematch for all its edited reports, one by one queues one per
             # edit: which reports are rematched is what must be the same.
             rematched.update(msgspec.json.decode(r["payload"])["report_ids"])

@@ -92,6 +92,6 @@ async def test_a_chaotic_fleet_loses_and_duplicates_nothing(
             " AND NOT EXISTS (SELECT 1 FROM incident_members m WHERE m.report_id = r.id)",
             org_id,
         )
-    assert {"reports.match_many", "reports.rematch"} <= kinds
+    assert {"reports.match_many", "reports.changed"} <= kinds
     assert troubled == []
     assert unmatched == 0
