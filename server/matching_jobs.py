@@ -7,7 +7,7 @@ cost the push as much as the report's own feed row); a report whose matching fai
 ``reports.match`` job of its own, so it is retried (and, in the end, buried where an operator sees
 it) without holding back the others. A report amended, withdrawn or redacted queues
 ``reports.changed`` (`storage.reports.queue_report_changed`): its matching is brought up to date
-(`storage.matching.rematch_report`), and the priority of the cases holding it is derived again.
+(`storage.matching.rematch_report`), and the case holding it follows (`follow_report_change`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
-from storage.case_links import rederive_cases_of_report
+from storage.case_links import follow_report_change
 from storage.db import Conn
 from storage.jobs import ClaimedJob, JobQueue
 from storage.matching import (
@@ -103,7 +103,7 @@ async def _follow_change(
 ) -> None:
     keyring = context.resources.keyring
     await rematch_report(conn, keyring, _CACHE, org_id, report_id)
-    await rederive_cases_of_report(conn, org_id, report_id, context.resources.taxonomy)
+    await follow_report_change(conn, org_id, report_id, context.resources.taxonomy)
 
 
 async def _refit(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:

@@ -195,15 +195,21 @@ async def _rederive(conn: Conn, writer: CaseWriter, actor: CaseActor, taxonomy: 
     await writer.apply(changed.case, changed.event, actor, reasons=assessment.reasons)
 
 
-async def rederive_cases_of_report(
+async def follow_report_change(
     conn: Conn, org_id: uuid.UUID, report_id: uuid.UUID, taxonomy: Taxonomy | None = None
 ) -> None:
-    """A report changed (amended, withdrawn): the cases holding it derive their priority
-    again, unless a person chose it or the case is closed. A severity raised to 5 on a phone
-    raises the case, and a withdrawn report no longer holds it up."""
+    """A report changed (amended, withdrawn): the case holding it takes the report's current
+    place into its region cells (computed here, so not by the summary trigger; a withdrawn
+    report's place leaves them) and derives its priority again, unless a person chose it or
+    the case is closed. A severity raised to 5 on a phone raises the case, a report moved to
+    another district is found by that district's filter, and a withdrawn report no longer
+    holds the case up."""
     taxonomy = taxonomy or load_taxonomy()
     for row in await conn.fetch(Q.cases_of_report, org_id, report_id):
         writer = await CaseWriter.lock(conn, org_id, row["case_id"], None)
+        cells = [] if row["withdrawn"] else report_cells(row["latitude"], row["longitude"])
+        await conn.execute(Q.case_report_cells, org_id, report_id, cells)
+        await conn.execute(Q.case_refresh, row["case_id"])
         await _rederive(conn, writer, REPORT_CHANGE, taxonomy)
 
 

@@ -365,4 +365,11 @@ ORDER BY c.priority_rank DESC, c.due_at, c.id
 SELECT report_id FROM report_conflicts WHERE org_id = $1 AND id = $2;
 
 -- name: cases_of_report
-SELECT case_id FROM case_reports WHERE org_id = $1 AND report_id = $2 ORDER BY case_id;
+-- The case following a report (at most one), with where the report is now.
+SELECT cr.case_id, r.latitude, r.longitude, r.deleted_at IS NOT NULL AS withdrawn
+FROM case_reports cr JOIN reports r ON r.id = cr.report_id
+WHERE cr.org_id = $1 AND cr.report_id = $2
+ORDER BY cr.case_id;
+
+-- name: case_report_cells
+UPDATE case_reports SET cells = $3 WHERE org_id = $1 AND report_id = $2;

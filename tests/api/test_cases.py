@@ -323,7 +323,16 @@ async def test_a_case_follows_its_reports_amendments_and_withdrawals(
     other = report(severity=1, workers_affected=1, categories=["FR.RECRUITMENT_FEE"])
     result = await push(client, phone, [create(phone, mild), create(phone, other)])
     assert [r["status"] for r in result["results"]] == ["applied", "applied"], result
-    case = await open_case(client, staff, [mild["id"], other["id"]])
+    await drain(client, pool)  # one incident (same place and time), one case following it
+    async with pool.acquire() as conn:
+        [case_id] = {
+            r["case_id"]
+            for r in await conn.fetch(
+                "SELECT case_id FROM case_reports WHERE report_id = ANY($1::uuid[])",
+                [uuid.UUID(mild["id"]), uuid.UUID(other["id"])],
+            )
+        }
+    case = (await client.get(f"/v1/cases/{case_id}", headers=staff.headers)).json()
     before = case["priority"]
     assert before != "critical"
 
@@ -332,11 +341,24 @@ async def test_a_case_follows_its_reports_amendments_and_withdrawals(
         assert r.status_code == 200, r.text
         return r.json()
 
-    await push(client, phone, [amend(phone, mild["id"], 1, {"severity": 5})])
+    async def in_cell(lat: float, lon: float) -> list[str]:
+        cell = str(h3.cell_to_parent(h3.latlng_to_cell(lat, lon, 7), 5))  # as cases file them
+        r = await client.get("/v1/cases", params={"cell": cell}, headers=staff.headers)
+        assert r.status_code == 200, r.text
+        return [item["id"] for item in r.json()["items"]]
+
+    pokhara = {"lat": 28.2096, "lon": 83.9856, "accuracy_m": 20.0}
+    assert await in_cell(pokhara["lat"], pokhara["lon"]) == []
+    changes = {"severity": 5, "location": pokhara}
+    await push(client, phone, [amend(phone, mild["id"], 1, changes)])
     await drain(client, pool)
     raised = await current()
     assert raised["priority"] == "critical"
     assert any(r["rule"] == "report_severity" for r in raised["priority_reasons"])
+    # The report moved to Pokhara: the case is found there (and still where the other is).
+    assert await in_cell(pokhara["lat"], pokhara["lon"]) == [case["id"]]
+    kathmandu = other["location"]
+    assert await in_cell(kathmandu["lat"], kathmandu["lon"]) == [case["id"]]
 
     withdraw = {
         "kind": "delete_report",
@@ -349,6 +371,7 @@ async def test_a_case_follows_its_reports_amendments_and_withdrawals(
     await push(client, phone, [withdraw])
     await drain(client, pool)
     assert (await current())["priority"] == before
+    assert await in_cell(pokhara["lat"], pokhara["lon"]) == []  # withdrawn: no longer there
 
     r = await client.put(
         f"/v1/cases/{case['id']}/priority",
