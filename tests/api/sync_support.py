@@ -106,6 +106,17 @@ def amend(
     }
 
 
+def withdraw(phone: Phone, report_id: str, base_version: int) -> dict[str, Any]:
+    return {
+        "kind": "delete_report",
+        "seq": phone.seq(),
+        "mutation_id": str(uuid.uuid4()),
+        "recorded_at": NOW.isoformat(),
+        "report_id": report_id,
+        "base_version": base_version,
+    }
+
+
 def batch(phone: Phone, mutations: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     return {
         "device_id": str(phone.device_id),

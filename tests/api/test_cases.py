@@ -14,7 +14,7 @@ import pytest
 
 from cases.accounts import Role
 from tests.api.conftest import Actor, make_actor
-from tests.api.sync_support import NOW, Client, amend, create, new_phone, push, report
+from tests.api.sync_support import Client, amend, create, new_phone, push, report, withdraw
 from tests.api.test_matching import drain
 
 pytestmark = pytest.mark.db
@@ -360,15 +360,7 @@ async def test_a_case_follows_its_reports_amendments_and_withdrawals(
     kathmandu = other["location"]
     assert await in_cell(kathmandu["lat"], kathmandu["lon"]) == [case["id"]]
 
-    withdraw = {
-        "kind": "delete_report",
-        "seq": phone.seq(),
-        "mutation_id": str(uuid.uuid4()),
-        "recorded_at": NOW.isoformat(),
-        "report_id": mild["id"],
-        "base_version": 2,
-    }
-    await push(client, phone, [withdraw])
+    await push(client, phone, [withdraw(phone, mild["id"], 2)])
     await drain(client, pool)
     assert (await current())["priority"] == before
     assert await in_cell(pokhara["lat"], pokhara["lon"]) == []  # withdrawn: no longer there

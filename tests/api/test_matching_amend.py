@@ -20,7 +20,6 @@ from storage.queries import Q
 from storage.reports import REPORT_CHANGED
 from tests.api.conftest import make_actor
 from tests.api.sync_support import (
-    NOW,
     Client,
     amend,
     create,
@@ -30,6 +29,7 @@ from tests.api.sync_support import (
     new_phone,
     push,
     report,
+    withdraw,
 )
 from tests.api.test_matching import decisions, drain, raid
 from tests.api.test_retention import backdate_closing, closed_case, run_job, set_retention
@@ -173,15 +173,7 @@ async def test_a_withdrawn_report_takes_in_no_later_report(
     mistake = raid()
     await _applied(client, phone, [create(phone, mistake)])
     await drain(client, pool)
-    withdraw = {
-        "kind": "delete_report",
-        "seq": phone.seq(),
-        "mutation_id": str(uuid.uuid4()),
-        "recorded_at": NOW.isoformat(),
-        "report_id": mistake["id"],
-        "base_version": 1,
-    }
-    await _applied(client, phone, [withdraw])
+    await _applied(client, phone, [withdraw(phone, mistake["id"], 1)])
     await drain(client, pool)
     later = raid(location=_RAID_PLACE, occurred_at=_RAID_TIME)
     await _applied(client, other_phone, [create(other_phone, later)])
