@@ -589,3 +589,33 @@ async def test_a_report_amended_away_from_its_incident_is_noted_on_the_case(
     r = await client.post(f"/v1/matching/decisions/{link['id']}/undo", headers=staff.headers)
     assert r.status_code == 200, r.text
     assert await _member(pool, Q.incident_of_report, second["id"]) != incident
+
+
+async def test_a_link_the_current_model_doubts_goes_to_review_when_the_report_changes(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """The matcher re-judges its own link of a changed report with the thresholds in force:
+    after the org raised them, an edit of another field undoes the link, and the pair is put
+    to the case team as a suggestion instead of being left apart silently."""
+    slug = f"amend-{uuid.uuid4().hex[:8]}"
+    admin = await make_actor(client, pool, Role.ORG_ADMIN, org_slug=slug)
+    staff = await make_actor(client, pool, Role.CASE_MANAGER, org_slug=slug)
+    phone = await new_phone(client, staff)
+    ram, again = report(worker=_RAM), report(worker=_RAM_AGAIN)
+    await _applied(client, phone, [create(phone, ram), create(phone, again)])
+    await drain(client, pool)
+    [link] = await decisions(client, staff, job="person", status="auto_linked")
+    assert link["probability"] < 0.9999
+    strict = {"link": 0.9999, "review": 0.3, "merge": 0.9999}
+    r = await client.put("/v1/matching/person/thresholds", json=strict, headers=admin.headers)
+    assert r.status_code == 200, r.text
+
+    await _applied(client, phone, [amend(phone, again["id"], 1, {"severity": 1})])
+    await drain(client, pool)
+
+    assert await _member(pool, Q.person_of_report, again["id"]) != await _member(
+        pool, Q.person_of_report, ram["id"]
+    )
+    [suggestion] = await decisions(client, staff, job="person")
+    assert (suggestion["id"], suggestion["status"]) == (link["id"], "pending_review")
+    assert (suggestion["subject_id"], suggestion["candidate_id"]) == (again["id"], ram["id"])
