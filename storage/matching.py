@@ -391,11 +391,12 @@ async def _note_if_apart(
     members = await _others_in_group(conn, corpus, Q.incident_group_of_report, report_id)
     if not members or corpus.matcher.would_join(features, members, corpus.index.frequencies):
         return
-    incident = await conn.fetchval(Q.incident_of_report, report_id)
+    membership = await conn.fetchrow(Q.incident_membership, report_id)
+    assert membership is not None  # touched above, under the incident lock
+    incident, decision = membership["incident_id"], membership["decision_id"]
     case_id = await conn.fetchval(Q.case_by_incident, org_id, incident)
     if case_id is None or await conn.fetchval(Q.report_apart_noted, case_id, subject, version):
         return
-    decision = await conn.fetchval(Q.membership_decision, report_id)
     _, mean = corpus.matcher.group_agreement(features, members, corpus.index.frequencies)
     writer = await CaseWriter.lock(conn, org_id, case_id, None)
     await writer.record(

@@ -99,9 +99,9 @@ SELECT EXISTS (
 -- name: incident_of_report
 SELECT incident_id FROM incident_members WHERE report_id = $1;
 
--- name: membership_decision
--- The decision that put a report in its incident (none: it opened the incident).
-SELECT decision_id FROM incident_members WHERE report_id = $1;
+-- name: incident_membership
+-- A report's incident and the decision that put it there (none: it opened the incident).
+SELECT incident_id, decision_id FROM incident_members WHERE report_id = $1;
 
 -- name: person_of_report
 SELECT person_id FROM person_members WHERE report_id = $1;
