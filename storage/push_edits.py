@@ -36,7 +36,7 @@ from sync.merge import FieldConflict
 from sync.messages import AmendReport, DeleteReport, MutationResult, MutationStatus, ReasonCode
 from sync.push import ApplyStep
 
-__all__ = ["edit_reports", "refuse_withdrawal", "rejected"]
+__all__ = ["amended_time_flags", "edit_reports", "refuse_withdrawal", "rejected"]
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -59,6 +59,26 @@ def refuse_withdrawal(
     else:
         return None
     return rejected(step, reason, detail, rid)
+
+
+def amended_time_flags(
+    step: ApplyStep,
+    device: DeviceAuth,
+    clock: ClockEstimate | None,
+    before: Report,
+    after: Report,
+) -> list[str] | None:
+    """The incident-time flags of an amendment from ``device`` (`occurred_time_flags`), judged
+    against its own recording and arrival; None if it keeps the incident time."""
+    assert isinstance(step.mutation, AmendReport)
+    return occurred_time_flags(
+        before,
+        after,
+        recorded_at=step.mutation.recorded_at,
+        received_at=step.received_at,
+        enrolled_at=device.enrolled_at,
+        clock=clock,
+    )
 
 
 def rejected(
@@ -216,14 +236,7 @@ async def _edit(
         version = outcome.result.version
         if outcome.write is not None and version is not None:
             assert cur is not None
-            occurred_flags = occurred_time_flags(
-                cur.report,
-                outcome.write,
-                recorded_at=mutation.recorded_at,
-                received_at=step.received_at,
-                enrolled_at=device.enrolled_at,
-                clock=clock,
-            )
+            occurred_flags = amended_time_flags(step, device, clock, cur.report, outcome.write)
             if occurred_flags is not None:
                 out.occurred_flags[rid] = occurred_flags
             out.write(cur, outcome.write, version)

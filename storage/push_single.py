@@ -17,11 +17,11 @@ from storage.db import Conn
 from storage.devices import DeviceAuth
 from storage.feed import publish_report_state, publish_report_tombstone
 from storage.jobs import JobQueue
-from storage.push_edits import refuse_withdrawal, rejected
+from storage.push_edits import amended_time_flags, refuse_withdrawal, rejected
 from storage.reports import ReportStore
 from storage.tasks import answer_task
 from sync.apply import decide_amend, decide_create
-from sync.clock import ClockEstimate, occurred_time_flags, report_time_flags
+from sync.clock import ClockEstimate, report_time_flags
 from sync.messages import (
     AmendReport,
     AnswerTask,
@@ -142,13 +142,8 @@ async def _apply_step(
         version = outcome.result.version
         if outcome.write is not None and version is not None:
             assert current is not None
-            occurred_flags = occurred_time_flags(
-                current.report,
-                outcome.write,
-                recorded_at=mutation.recorded_at,
-                received_at=step.received_at,
-                enrolled_at=device.enrolled_at,
-                clock=ctx.clock,
+            occurred_flags = amended_time_flags(
+                step, device, ctx.clock, current.report, outcome.write
             )
             await reports.update(device.org_id, outcome.write, version, occurred_flags)
         if outcome.conflicts:

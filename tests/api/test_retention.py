@@ -21,7 +21,6 @@ from server.retention import enqueue_retention, run_retention
 from server.worker import WorkerContext, run_worker_once
 from tests.api.conftest import Actor, make_actor
 from tests.api.sync_support import (
-    NOW,
     Client,
     Phone,
     amend,
@@ -30,6 +29,7 @@ from tests.api.sync_support import (
     pull_all,
     push,
     report,
+    withdraw,
 )
 from tests.api.test_cases_work import case_with_phone, partner, refer, to_open
 
@@ -376,15 +376,7 @@ async def test_a_withdrawn_report_keeps_its_tombstone_when_its_attachments_are_e
     body = report(attachments=[declared(photo)])
     case_id, report_id = await closed_case(client, staff, phone, body)
     await upload(client, phone, photo)
-    withdraw = {
-        "kind": "delete_report",
-        "seq": phone.seq(),
-        "mutation_id": str(uuid.uuid4()),
-        "recorded_at": NOW.isoformat(),
-        "report_id": str(report_id),
-        "base_version": 2,
-    }
-    [result] = (await push(client, phone, [withdraw]))["results"]
+    [result] = (await push(client, phone, [withdraw(phone, str(report_id), 2)]))["results"]
     assert result["status"] == "applied", result
     await backdate_closing(pool, case_id, RETENTION_DAYS + 10)
 

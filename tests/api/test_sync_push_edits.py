@@ -44,6 +44,7 @@ from tests.api.sync_support import (
     new_phone,
     push,
     report,
+    withdraw,
 )
 
 pytestmark = pytest.mark.db
@@ -53,17 +54,6 @@ FUTURE = (NOW + dt.timedelta(days=365)).isoformat()
 CATEGORIES = [c.code for c in load_taxonomy().active_categories()]
 SHA_A = "a" * 64
 SHA_B = "b" * 64
-
-
-def withdraw(phone: Phone, report_id: str, base_version: int) -> dict[str, Any]:
-    return {
-        "kind": "delete_report",
-        "seq": phone.seq(),
-        "mutation_id": str(uuid.uuid4()),
-        "recorded_at": NOW.isoformat(),
-        "report_id": report_id,
-        "base_version": base_version,
-    }
 
 
 def attachment(sha: str) -> dict[str, Any]:
