@@ -274,11 +274,14 @@ async def list_links(conn: Conn, org_id: uuid.UUID, case_id: uuid.UUID) -> list[
 
 async def open_case_for_incident(
     conn: Conn, *, org_id: uuid.UUID, incident_id: uuid.UUID, taxonomy: Taxonomy | None = None
-) -> uuid.UUID:
+) -> uuid.UUID | None:
     """The case following ``incident_id``, opened if there is none yet. Idempotent.
 
-    The incident's reports are brought into the case, except those a person already follows in
-    a hand-made case: if that case holds all of them it becomes the incident's case instead.
+    The incident's reports are brought into the case, except those a person put in a case:
+    matching never takes a report out of a case a person linked it to (only a person unlinks
+    it). If one case a person made holds all of them, that case becomes the incident's case
+    instead; if every report is held that way but in cases following other incidents, no case
+    is opened (an empty one would only clutter the queue) and None is returned.
     """
     taxonomy = taxonomy or load_taxonomy()
     async with conn.transaction():
@@ -300,8 +303,11 @@ async def open_case_for_incident(
         takeable = [
             m["report_id"]
             for m in members
-            if m["case_id"] is None or m["case_incident"] not in (None, incident_id)
+            if m["case_id"] is None
+            or (m["case_incident"] not in (None, incident_id) and not m["linked_by_person"])
         ]
+        if existing is None and members and not takeable:
+            return None
         if existing is None:
             created = await create_case(
                 conn,
@@ -337,12 +343,14 @@ async def on_incident_merged(
     kept_incident: uuid.UUID,
     merged_incident: uuid.UUID,
     taxonomy: Taxonomy | None = None,
-) -> uuid.UUID:
+) -> uuid.UUID | None:
     """Matching merged ``merged_incident`` into ``kept_incident``: one case follows both.
 
     The merged incident's case hands its reports (and hand-made entity and person links) to the
     kept incident's case and points to it; if nobody has triaged it yet it is closed as a
-    duplicate, otherwise a person decides what to do with it. Returns the kept case.
+    duplicate, otherwise a person decides what to do with it. Returns the kept case. If no case
+    follows the kept incident (people hold all its reports in their own cases), the merged
+    incident's case follows it instead.
     """
     taxonomy = taxonomy or load_taxonomy()
     async with conn.transaction():
@@ -351,6 +359,12 @@ async def on_incident_merged(
         kept_case = await open_case_for_incident(
             conn, org_id=org_id, incident_id=kept_incident, taxonomy=taxonomy
         )
+        if kept_case is None:
+            if merged_case is not None:
+                await conn.execute(Q.case_set_incident, org_id, merged_case, kept_incident, None)
+                writer = await CaseWriter.lock(conn, org_id, merged_case, None)
+                await writer.record("incident_attached", MATCHING, {"incident": str(kept_incident)})
+            return uuid.UUID(str(merged_case)) if merged_case is not None else None
         kept = await CaseWriter.lock(conn, org_id, kept_case, None)
         moved = sorted(handed)
         if merged_case is not None and merged_case != kept_case:
@@ -400,22 +414,25 @@ async def on_incident_split(
     source_incident: uuid.UUID,
     new_incidents: Sequence[uuid.UUID],
     taxonomy: Taxonomy | None = None,
-) -> list[uuid.UUID]:
+) -> list[uuid.UUID | None]:
     """Matching split reports of ``source_incident`` off into ``new_incidents`` (or undid a merge).
 
     Each new incident gets its case (opened if needed) and takes its reports from the source's
-    case; both sides record the split. Returns the cases of ``new_incidents``, in order.
+    case, except those a person linked there; both sides record the split. Returns the cases of
+    ``new_incidents``, in order (None where no case follows one: see `open_case_for_incident`).
     """
     taxonomy = taxonomy or load_taxonomy()
     async with conn.transaction():
         source_case = await conn.fetchval(Q.case_by_incident, org_id, source_incident)
         before = await _members(conn, source_case) if source_case is not None else set()
-        cases: list[uuid.UUID] = []
+        cases: list[uuid.UUID | None] = []
         for incident in new_incidents:
             new_case = await open_case_for_incident(
                 conn, org_id=org_id, incident_id=incident, taxonomy=taxonomy
             )
             cases.append(new_case)
+            if new_case is None:
+                continue
             writer = await CaseWriter.lock(conn, org_id, new_case, None)
             taken = sorted(before & await _members(conn, new_case))
             await writer.record(
@@ -434,7 +451,7 @@ async def on_incident_split(
                 MATCHING,
                 {
                     "new_incidents": [str(i) for i in new_incidents],
-                    "new_cases": [str(c) for c in cases],
+                    "new_cases": [str(c) if c else None for c in cases],
                     "reports": [str(r) for r in sorted(before - await _members(conn, source_case))],
                 },
             )

@@ -93,7 +93,8 @@ SELECT role FROM staff_users WHERE org_id = $1 AND id = $2 AND is_active;
 SELECT case_refresh_summary($1);
 
 -- name: case_incident_reports
-SELECT m.report_id, cr.case_id, c.incident_id AS case_incident
+SELECT m.report_id, cr.case_id, c.incident_id AS case_incident,
+       coalesce(cr.linked_by LIKE 'staff:%', false) AS linked_by_person
 FROM incident_members m
 JOIN reports r ON r.id = m.report_id AND r.deleted_at IS NULL
 LEFT JOIN case_reports cr ON cr.report_id = m.report_id
