@@ -372,10 +372,13 @@ async def rematch_report(
         return
     corpus = await cache.corpus(conn, org_id, "person")
     await _refresh_persons(conn, keyring, org_id, corpus)
-    record = person_record(report_id, parts, report.origin_country) if live and parts else None
+    named = person_record(report_id, parts, report.origin_country) if parts else None
+    record = named if live else None
     _file(corpus, str(report_id), record, "")
     if record is not None:
         await _rematch_person(conn, corpus, org_id, report_id)
+    elif named is None:
+        await _leave_person(conn, org_id, report_id)
     _stamp(corpus, report_id, await conn.fetchval(Q.touch_person_member, report_id))
 
 
@@ -510,6 +513,24 @@ async def _unlink_if_stale(
         return
     await _restore(conn, org_id, "person", subject, msgspec.json.decode(link["previous"]))
     await conn.execute(Q.set_decision_status, org_id, link["id"], "undone", "matcher", None)
+
+
+async def _leave_person(conn: Conn, org_id: uuid.UUID, report_id: uuid.UUID) -> None:
+    """A report that names no worker any more (the identity removed by an amendment, or
+    redacted by retention) leaves its person, whoever put it there: the person's view, its
+    cluster and the case's person links no longer list it, and nothing of the erased identity
+    is kept by association. The matcher's own link that put it there is marked undone by the
+    matcher (not a label); a decision someone on staff made stays as it is (their label). The
+    report's other reports' links are left as they are. Withdrawn reports that still name the
+    worker keep their person, as they keep their incident."""
+    link = await conn.fetchrow(Q.matcher_person_link, report_id)
+    if link is not None:
+        # Decision first, then membership: the order a staff undo locks them in.
+        await conn.fetchrow(Q.lock_decision, org_id, link["id"])
+        again = await conn.fetchrow(Q.matcher_person_link, report_id)
+        if again is not None and again["id"] == link["id"]:
+            await conn.execute(Q.set_decision_status, org_id, link["id"], "undone", "matcher", None)
+    await conn.execute(Q.leave_person, report_id)
 
 
 async def _suggest(

@@ -175,7 +175,7 @@ WHERE cp.org_id = $1 AND cp.case_id = $2
 UNION ALL
 SELECT DISTINCT 'person', pm.person_id, NULL, 'matching'
 FROM case_reports cr JOIN person_members pm ON pm.report_id = cr.report_id
-WHERE cr.org_id = $1 AND cr.case_id = $2;
+WHERE cr.org_id = $1 AND cr.case_id = $2 AND pm.person_id IS NOT NULL;
 
 -- name: case_report_facts
 SELECT r.categories, (r.content ->> 'severity')::int AS severity,

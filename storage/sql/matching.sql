@@ -126,7 +126,7 @@ ORDER BY other.linked_at, other.report_id LIMIT 50;
 -- matches again.
 SELECT m.report_id, r.received_at
 FROM person_members m JOIN reports r ON r.id = m.report_id
-WHERE m.org_id = $1 AND r.deleted_at IS NULL
+WHERE m.org_id = $1 AND m.person_id IS NOT NULL AND r.deleted_at IS NULL
   AND ($2::timestamptz IS NULL OR (r.received_at, r.id) < ($2, $3))
   AND NOT EXISTS (
         SELECT 1 FROM person_members o
@@ -281,7 +281,8 @@ ORDER BY incident_id LIMIT $3;
 
 -- name: person_clusters
 SELECT person_id, array_agg(report_id ORDER BY report_id) AS members
-FROM person_members WHERE org_id = $1 GROUP BY person_id HAVING count(*) >= $2
+FROM person_members WHERE org_id = $1 AND person_id IS NOT NULL
+GROUP BY person_id HAVING count(*) >= $2
 ORDER BY person_id LIMIT $3;
 
 -- name: entity_clusters
@@ -295,6 +296,12 @@ ORDER BY entity_id LIMIT $3;
 SELECT job, subject_id, candidate_id, status FROM match_decisions
 WHERE org_id = $1 AND job = $2 AND status IN ('accepted', 'rejected', 'undone')
   AND decided_by <> 'matcher';
+
+-- name: leave_person
+-- The report no longer names a worker: it leaves its person (see migration 0018).
+UPDATE person_members SET person_id = NULL, decision_id = NULL, linked_at = now(),
+    xid = pg_current_xact_id()
+WHERE report_id = $1;
 
 -- name: matcher_person_link
 -- The matcher's own link that put a report in its person, if that is how it got there.

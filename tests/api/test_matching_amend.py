@@ -213,6 +213,78 @@ async def test_a_redacted_identity_leaves_the_person_index(
     assert await decisions(client, staff, job="person") == []
 
 
+async def _person_members(client: Client, staff: Any, person: uuid.UUID | None) -> list[str]:
+    r = await client.get(f"/v1/persons/{person}", headers=staff.headers)
+    assert r.status_code == 200, r.text
+    return sorted(m["report_id"] for m in r.json()["members"])
+
+
+async def test_a_report_whose_identity_is_removed_leaves_its_person(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """The worker withdrew consent and the monitor removed the identity from the report: the
+    report no longer names that worker, so the person's view and clusters stop listing it and
+    the matcher's link that put it there is undone (not a label). Named again, it joins again."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    ram, again = report(worker=_RAM), report(worker=_RAM_AGAIN)
+    await _applied(client, phone, [create(phone, ram), create(phone, again)])
+    await drain(client, pool)
+    person = await _member(pool, Q.person_of_report, ram["id"])
+    assert await _person_members(client, staff, person) == sorted([ram["id"], again["id"]])
+    [link] = await decisions(client, staff, job="person", status="auto_linked")
+
+    await _applied(client, phone, [amend(phone, again["id"], 1, {"worker": None})])
+    await drain(client, pool)
+
+    assert await _member(pool, Q.person_of_report, again["id"]) is None
+    assert await _person_members(client, staff, person) == [ram["id"]]
+    r = await client.get("/v1/matching/clusters?job=person&min_size=1", headers=staff.headers)
+    assert [sorted(c["members"]) for c in r.json()] == [[ram["id"]]]
+    [undone] = await decisions(client, staff, job="person", status="undone")
+    assert (undone["id"], undone["decided_by"]) == (link["id"], "matcher")
+
+    await _applied(client, phone, [amend(phone, again["id"], 2, {"worker": _RAM_AGAIN})])
+    await drain(client, pool)
+    assert await _member(pool, Q.person_of_report, again["id"]) == person
+
+
+async def test_a_redacted_report_leaves_its_person_even_when_staff_linked_it(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """Retention erases the identity of a closed case's report: the association with the
+    worker's other reports goes with it, even where a case manager made it; their decision
+    stays on record as they made it."""
+    slug = f"amend-{uuid.uuid4().hex[:8]}"
+    admin = await make_actor(client, pool, Role.ORG_ADMIN, org_slug=slug)
+    staff = await make_actor(client, pool, Role.CASE_MANAGER, org_slug=slug)
+    await set_retention(client, admin)
+    review_all = {"link": 0.9999, "review": 0.3, "merge": 0.9999}  # a person decides every pair
+    r = await client.put("/v1/matching/person/thresholds", json=review_all, headers=admin.headers)
+    assert r.status_code == 200, r.text
+    phone = await new_phone(client, staff)
+    # Another incident, far away: not in the closed case, so retention leaves it as it is.
+    later = report(worker=_RAM_AGAIN, location=_FAR, occurred_at=_FAR_DAY)
+    case_id, redacted = await closed_case(client, staff, phone, report(worker=_RAM))
+    await _applied(client, phone, [create(phone, later)])
+    await drain(client, pool)
+    [pending] = await decisions(client, staff, job="person")
+    r = await client.post(f"/v1/matching/decisions/{pending['id']}/accept", headers=staff.headers)
+    assert r.status_code == 200, r.text
+    person = await _member(pool, Q.person_of_report, later["id"])
+    assert person is not None and await _member(pool, Q.person_of_report, str(redacted)) == person
+    [linked] = await decisions(client, staff, job="person", status="accepted")
+
+    await backdate_closing(pool, case_id, 60)
+    await run_job(client, pool)
+    await drain(client, pool)
+
+    assert await _member(pool, Q.person_of_report, str(redacted)) is None
+    assert await _person_members(client, staff, person) == [later["id"]]
+    [kept] = await decisions(client, staff, job="person", status="accepted")
+    assert kept["id"] == linked["id"]
+
+
 async def test_an_amended_report_is_suggested_not_moved_and_only_once(
     client: Client, pool: asyncpg.Pool
 ) -> None:
