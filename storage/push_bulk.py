@@ -19,11 +19,12 @@ from storage.db import Conn
 from storage.devices import DeviceAuth
 from storage.feed import monitor_audience
 from storage.keyring import Keyring
+from storage.push_edits import created_time_flags
 from storage.queries import Q
 from storage.reports import ReportStore, sealed_context, split_sensitive
 from sync.apply import decide_create
 from sync.changes import RecordKind, ReportStatusChange
-from sync.clock import ClockEstimate, report_time_flags
+from sync.clock import ClockEstimate
 from sync.messages import CreateReport, MutationResult
 from sync.push import ApplyStep
 
@@ -103,14 +104,7 @@ async def _create(
             sealer = sealer or await keyring.struct_sealer(conn, device.org_id)
             sealed = sealer(parts, sealed_context(report.id))
         content = _ENCODER.encode(clear).decode()
-        flags = report_time_flags(
-            occurred_at=report.occurred_at,
-            precision=report.occurred_precision,
-            recorded_at=mutation.recorded_at,
-            received_at=step.received_at,
-            enrolled_at=device.enrolled_at,
-            clock=clock,
-        )
+        flags = created_time_flags(step, device, clock, report)
         report_rows.append(
             (
                 report.id, device.org_id, device.monitor_id, device.id, content, sealed,

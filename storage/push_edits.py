@@ -31,9 +31,16 @@ from storage.reports import (
     split_sensitive,
 )
 from sync.apply import StoredReport, decide_amend
-from sync.clock import ClockEstimate, occurred_time_flags
+from sync.clock import ClockEstimate, TimeFlag, occurred_time_flags, report_time_flags
 from sync.merge import FieldConflict
-from sync.messages import AmendReport, DeleteReport, MutationResult, MutationStatus, ReasonCode
+from sync.messages import (
+    AmendReport,
+    CreateReport,
+    DeleteReport,
+    MutationResult,
+    MutationStatus,
+    ReasonCode,
+)
 from sync.push import ApplyStep
 
 __all__ = ["amended_time_flags", "edit_reports", "refuse_withdrawal", "rejected"]
@@ -59,6 +66,22 @@ def refuse_withdrawal(
     else:
         return None
     return rejected(step, reason, detail, rid)
+
+
+def created_time_flags(
+    step: ApplyStep, device: DeviceAuth, clock: ClockEstimate | None, report: Report
+) -> frozenset[TimeFlag]:
+    """The time flags of a new report from ``device`` (`report_time_flags`), judged against its
+    recording and arrival: the same in the batched and the one-by-one path."""
+    assert isinstance(step.mutation, CreateReport)
+    return report_time_flags(
+        occurred_at=report.occurred_at,
+        precision=report.occurred_precision,
+        recorded_at=step.mutation.recorded_at,
+        received_at=step.received_at,
+        enrolled_at=device.enrolled_at,
+        clock=clock,
+    )
 
 
 def amended_time_flags(

@@ -17,11 +17,16 @@ from storage.db import Conn
 from storage.devices import DeviceAuth
 from storage.feed import publish_report_state, publish_report_tombstone
 from storage.jobs import JobQueue
-from storage.push_edits import amended_time_flags, refuse_withdrawal, rejected
+from storage.push_edits import (
+    amended_time_flags,
+    created_time_flags,
+    refuse_withdrawal,
+    rejected,
+)
 from storage.reports import ReportStore
 from storage.tasks import answer_task
 from sync.apply import decide_amend, decide_create
-from sync.clock import ClockEstimate, report_time_flags
+from sync.clock import ClockEstimate
 from sync.messages import (
     AmendReport,
     AnswerTask,
@@ -97,14 +102,7 @@ async def _apply_step(
         )
         if outcome.write is not None:
             report = outcome.write
-            flags = report_time_flags(
-                occurred_at=report.occurred_at,
-                precision=report.occurred_precision,
-                recorded_at=mutation.recorded_at,
-                received_at=step.received_at,
-                enrolled_at=device.enrolled_at,
-                clock=ctx.clock,
-            )
+            flags = created_time_flags(step, device, ctx.clock, report)
             await reports.create(
                 org_id=device.org_id,
                 monitor_id=device.monitor_id,
