@@ -30,7 +30,7 @@ from storage.blobs import (
     UploadIncomplete,
     UploadNotFound,
 )
-from storage.db import Conn
+from storage.db import Acquire, Conn
 from storage.devices import DeviceAuth
 from storage.errors import StorageError
 from storage.feed import publish_report_state
@@ -183,30 +183,40 @@ async def upload_status_for(
 
 
 async def receive_part(
-    conn: Conn,
+    acquire: Acquire,
     blobs: BlobStore,
     device: DeviceAuth,
     sha256: str,
     index: int,
     stream: AsyncIterable[bytes],
 ) -> UploadStatus:
-    await _refuse_if_erased(conn, device.org_id, sha256)
-    row = await conn.fetchrow(Q.get_upload, device.org_id, sha256)
-    if row is None:
-        delivered = await conn.fetchval(Q.blob_exists, device.org_id, sha256)
-        if delivered is not None:
-            return _complete(sha256, delivered, _DEFAULT_PART_SIZE)
-        raise AttachmentRefused("upload_not_found", "start the upload first", 404)
+    """Store part ``index`` as it streams in; the upload's status, finished if it was the last.
+
+    No database connection is held while the bytes arrive: a phone on a slow network may take
+    minutes over one part, and a few such uploads holding pooled connections would stall every
+    other request. One is taken to find the upload, and another afterwards."""
+    async with acquire() as conn:
+        await _refuse_if_erased(conn, device.org_id, sha256)
+        row = await conn.fetchrow(Q.get_upload, device.org_id, sha256)
+        if row is None:
+            delivered = await conn.fetchval(Q.blob_exists, device.org_id, sha256)
+            if delivered is not None:
+                return _complete(sha256, delivered, _DEFAULT_PART_SIZE)
+            raise AttachmentRefused("upload_not_found", "start the upload first", 404)
+    upload_id: str = row["upload_id"]
     try:
-        await blobs.put_part(row["upload_id"], index + 1, stream)
+        await blobs.put_part(upload_id, index + 1, stream)
+        upload = await blobs.get_upload(upload_id)
     except PartRejected as exc:
         raise AttachmentRefused("bad_part", exc.reason) from None
     except UploadNotFound:
-        await conn.execute(Q.delete_upload, device.org_id, sha256)
+        async with acquire() as conn:
+            await conn.execute(Q.delete_upload_of, device.org_id, sha256, upload_id)
         raise AttachmentRefused(
             "upload_not_found", "the upload expired; start again", 404
         ) from None
-    return await _status_or_finish(conn, blobs, device, await blobs.get_upload(row["upload_id"]))
+    async with acquire() as conn:
+        return await _status_or_finish(conn, blobs, device, upload)
 
 
 class DeclaredMedia(msgspec.Struct, frozen=True, kw_only=True):

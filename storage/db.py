@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -18,11 +19,13 @@ from storage.errors import StorageUnavailable
 
 __all__ = [
     "KEYSET_START",
+    "Acquire",
     "Conn",
     "connect",
     "create_pool",
     "ensure_database",
     "from_row",
+    "one_connection",
     "with_database",
 ]
 
@@ -30,6 +33,16 @@ T = TypeVar("T")
 
 # What repositories accept: a plain connection or one borrowed from a pool.
 Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+
+# Opens a connection for one short step, and gives it back after (``pool.acquire``): for work
+# that must not hold a connection while it waits on something slow in between.
+Acquire: TypeAlias = Callable[[], contextlib.AbstractAsyncContextManager[Conn]]
+
+
+def one_connection(conn: Conn) -> Acquire:
+    """Every step on ``conn`` itself (a caller that already holds one: tests, scripts)."""
+    return lambda: contextlib.nullcontext(conn)
+
 
 # The position before every (timestamp, id) keyset: what a first page starts after.
 KEYSET_START: tuple[datetime, uuid.UUID] = (datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))

@@ -207,10 +207,11 @@ async def put_attachment_part(
     request: Request[Any, Any, Any],
     state: State,
     device: DeviceCaller,
-    db: Db,
     sha256: FromPath[str],
     index: FromPath[int],
 ) -> Response[bytes]:
+    # No `db: Db` here: it would hold a pooled connection while the part streams in, which
+    # over a phone's network can take minutes (`receive_part` takes one for each short step).
     _check_sha(sha256)
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -220,7 +221,8 @@ async def put_attachment_part(
             for start in range(0, len(chunk), _PIECE):
                 yield chunk[start : start + _PIECE]
 
-    status = await receive_part(db, resources_of(state).blobs, device, sha256, index, chunks())
+    res = resources_of(state)
+    status = await receive_part(res.pool.acquire, res.blobs, device, sha256, index, chunks())
     return sync_response(request, status)
 
 

@@ -227,6 +227,10 @@ RETURNING 1;
 -- name: delete_upload
 DELETE FROM blob_uploads WHERE org_id = $1 AND sha256 = $2;
 
+-- name: delete_upload_of
+-- Forget the upload the store no longer has, not one of the same hash started since.
+DELETE FROM blob_uploads WHERE org_id = $1 AND sha256 = $2 AND upload_id = $3;
+
 -- name: take_upload
 -- The erasure holds the hash bucket and must not wait for an upload row: a finish holds that
 -- row while the store verifies, before it takes the bucket (decision 0112, the lock order). A

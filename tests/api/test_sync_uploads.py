@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import random
+from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -110,3 +112,47 @@ async def test_parts_go_straight_to_object_storage(
     done = (await s3_client.get(f"/v1/sync/attachments/{sha}", headers=phone.headers)).json()
     assert done["complete"] is True, (done["missing"], list(done["part_urls"]))
     assert done["part_urls"] == {}
+
+
+async def test_a_part_streaming_in_holds_no_database_connection(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """A phone on a slow network may take minutes to send one part. While its bytes stream in,
+    the request must not hold a pooled database connection: a handful of such uploads would
+    otherwise take the whole pool and stall every other request (pushes, pulls, staff). The
+    request is driven at the ASGI level, so the body arrives piece by piece as the app asks."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    data = random.Random(7).randbytes(300_000)
+    sha = hashlib.sha256(data).hexdigest()
+    declared = {"sha256": sha, "size_bytes": len(data), "media_type": "image/jpeg"}
+    started = await client.post("/v1/sync/attachments", json=declared, headers=phone.headers)
+    assert started.status_code == 200, started.text
+    app_pool = client.app.state.resources.pool
+    pieces = [data[i : i + 100_000] for i in range(0, len(data), 100_000)]
+    held_while_streaming: list[int] = []
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        held_while_streaming.append(app_pool.get_size() - app_pool.get_idle_size())
+        piece = pieces.pop(0)
+        return {"type": "http.request", "body": piece, "more_body": bool(pieces)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(k.lower().encode(), v.encode()) for k, v in phone.headers.items()]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PUT",
+        "scheme": "http", "path": f"/v1/sync/attachments/{sha}/parts/0", "raw_path": b"",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "headers": [*headers, (b"content-length", str(len(data)).encode())],
+    }  # fmt: skip
+    # In the loop the app (and its pool) runs in, as the test client's own requests are.
+    client.blocking_portal.call(client.app, scope, receive, send)
+
+    assert sent[0]["status"] == 200, sent
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    assert msgspec.json.decode(body)["complete"] is True
+    assert held_while_streaming == [0, 0, 0]

@@ -31,7 +31,7 @@ from storage.attachments import (
     upload_status_for,
 )
 from storage.blobs import BlobStore
-from storage.db import Conn
+from storage.db import Conn, one_connection
 from storage.devices import DeviceAuth
 from storage.keyring import Keyring, MasterKey, MasterKeys
 from storage.push import execute_push
@@ -145,7 +145,9 @@ async def upload(conn: Conn, store: BlobStore, org: Org, data: bytes) -> UploadS
     """A whole upload of a small file (one part on both backends)."""
     status = await start(conn, store, org, data)
     assert status.missing == (0,), status
-    return await receive_part(conn, store, org.device, sha(data), 0, one_chunk(data))
+    return await receive_part(
+        one_connection(conn), store, org.device, sha(data), 0, one_chunk(data)
+    )
 
 
 async def org_holds(conn: Conn, org: Org, data: bytes) -> bool:
@@ -307,7 +309,7 @@ async def test_an_erased_hash_is_refused_for_the_redacted_report_but_not_for_a_l
         for attempt in (
             start(conn, store, a, PHOTO),
             upload_status_for(conn, store, a.device, sha(PHOTO)),
-            receive_part(conn, store, a.device, sha(PHOTO), 0, one_chunk(PHOTO)),
+            receive_part(one_connection(conn), store, a.device, sha(PHOTO), 0, one_chunk(PHOTO)),
         ):
             with pytest.raises(AttachmentRefused) as refused:
                 await attempt
@@ -341,7 +343,9 @@ async def test_an_upload_under_way_when_the_report_is_redacted_keeps_nothing(
         # lock) refuses it and keeps nothing.
         paused = PausedStore(store, "put_part")
         last_part = asyncio.create_task(
-            receive_part(conn, paused.store(), a.device, sha(PHOTO), 0, one_chunk(PHOTO))
+            receive_part(
+                one_connection(conn), paused.store(), a.device, sha(PHOTO), 0, one_chunk(PHOTO)
+            )
         )
         await paused.entered.wait()
         await redact(pool, a, first)
@@ -356,7 +360,9 @@ async def test_an_upload_under_way_when_the_report_is_redacted_keeps_nothing(
         # upload and what it had received.
         await redact(pool, a, second)
         with pytest.raises(AttachmentRefused) as refused:
-            await receive_part(conn, store, a.device, sha(AUDIO), 0, one_chunk(AUDIO))
+            await receive_part(
+                one_connection(conn), store, a.device, sha(AUDIO), 0, one_chunk(AUDIO)
+            )
         assert refused.value.status == 410
         assert await conn.fetchval(Q.get_upload, a.id, sha(AUDIO)) is not None
         assert await erase_pending_attachments(conn, store) == 2
@@ -393,7 +399,9 @@ async def test_an_upload_finishing_while_the_erasure_deletes_stores_the_bytes_ag
         erasure = asyncio.create_task(erase_pending_attachments(erasing, paused.store()))
         await paused.entered.wait()
         finish = asyncio.create_task(
-            receive_part(uploading, store, b.device, sha(PHOTO), 0, one_chunk(PHOTO))
+            receive_part(
+                one_connection(uploading), store, b.device, sha(PHOTO), 0, one_chunk(PHOTO)
+            )
         )
         await until_waiting_for_a_lock(pool, finish)
         upload_waited = not finish.done()
@@ -420,7 +428,9 @@ async def test_an_erasure_arriving_while_an_upload_finishes_keeps_the_bytes(
     paused = PausedStore(store, "complete")
     async with pool.acquire() as erasing, pool.acquire() as uploading:
         finish = asyncio.create_task(
-            receive_part(uploading, paused.store(), b.device, sha(PHOTO), 0, one_chunk(PHOTO))
+            receive_part(
+                one_connection(uploading), paused.store(), b.device, sha(PHOTO), 0, one_chunk(PHOTO)
+            )
         )
         await paused.entered.wait()
         erasure = asyncio.create_task(erase_pending_attachments(erasing, store))

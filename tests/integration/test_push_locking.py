@@ -37,7 +37,7 @@ from storage.attachments import receive_part, start_or_resume_upload
 from storage.blobs import LocalBlobStore
 from storage.case_links import create_case, link_reports
 from storage.cases import CaseActor, CaseWriter
-from storage.db import Conn
+from storage.db import Conn, one_connection
 from storage.devices import DeviceAuth
 from storage.keyring import Keyring, MasterKey, MasterKeys
 from storage.push import execute_push
@@ -491,7 +491,9 @@ async def test_an_upload_finishing_while_a_push_amends_the_reports_declaring_it(
         async def chunks() -> AsyncIterator[bytes]:
             yield data
 
-        return (await receive_part(conn, store, a.device, sha, 0, chunks())).complete
+        return (
+            await receive_part(one_connection(conn), store, a.device, sha, 0, chunks())
+        ).complete
 
     mutations: list[Mutation] = [b.amend(z2.id, 1, severity=1), b.amend(z1.id, 1, severity=2)]
     complete, answer = await hold_then_race(

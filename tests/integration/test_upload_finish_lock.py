@@ -26,7 +26,7 @@ from storage.attachments import (
     upload_status_for,
 )
 from storage.blobs import BlobStore
-from storage.db import Conn
+from storage.db import Conn, one_connection
 from storage.queries import Q
 from sync.messages import MutationStatus
 from tests.integration import test_attachment_erasure
@@ -134,7 +134,7 @@ async def stored_content(store: BlobStore, sha256: str) -> bytes:
 
 def finish_last_part(conn: Conn, store: BlobStore, org: Org) -> asyncio.Task[Any]:
     return asyncio.create_task(
-        receive_part(conn, store, org.device, sha(PHOTO), 0, one_chunk(PHOTO))
+        receive_part(one_connection(conn), store, org.device, sha(PHOTO), 0, one_chunk(PHOTO))
     )
 
 
@@ -333,11 +333,15 @@ async def test_a_mismatched_upload_keeps_nothing_and_must_start_again(
     async with pool.acquire() as conn:
         assert (await start(conn, store, a, PHOTO)).missing == (0,)
         with pytest.raises(AttachmentRefused) as refused:
-            await receive_part(conn, store, a.device, sha(PHOTO), 0, one_chunk(forged))
+            await receive_part(
+                one_connection(conn), store, a.device, sha(PHOTO), 0, one_chunk(forged)
+            )
         assert refused.value.reason == "hash_mismatch"
         assert blob_backend.contents() == []
         assert await conn.fetchval(Q.get_upload, a.id, sha(PHOTO)) is None
         assert not await org_holds(conn, a, PHOTO)
         with pytest.raises(AttachmentRefused) as again:
-            await receive_part(conn, store, a.device, sha(PHOTO), 0, one_chunk(PHOTO))
+            await receive_part(
+                one_connection(conn), store, a.device, sha(PHOTO), 0, one_chunk(PHOTO)
+            )
         assert (again.value.status, again.value.reason) == (404, "upload_not_found")
