@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, delete, get, post, put
+from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
@@ -17,7 +18,7 @@ from cases.registry import EntityDraft, EntityKind, parse_licence_csv
 from server.auth import ANY_STAFF, Caller, requires
 from server.pagination import Page, decode_page_token, page_of
 from server.problems import ProblemError
-from server.resources import Db
+from server.resources import Db, resources_of
 from storage.registry import Entity, ImportSummary, InvalidParent, RegistryRepository
 
 __all__ = [
@@ -114,16 +115,15 @@ async def delete_entity(principal: Caller, db: Db, entity_id: FromPath[uuid.UUID
     request_max_body_size=MAX_IMPORT_BYTES,
 )
 async def import_licence_list(
-    principal: Caller, db: Db, request: Request[Any, Any, Any]
+    principal: Caller, state: State, request: Request[Any, Any, Any]
 ) -> ImportSummary:
     if not request.headers.get("content-type", "").startswith("text/csv"):
         raise ProblemError(415, "unsupported-media-type", "Send the list as text/csv")
-    raw = await request.body()
+    raw = await request.body()  # before taking a pooled connection: the list may be large
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ProblemError(400, "malformed-body", "The CSV is not UTF-8") from None
-    async with db.transaction():
-        return await RegistryRepository(db).import_licences(
-            principal.org_id, parse_licence_csv(text)
-        )
+    rows = parse_licence_csv(text)
+    async with resources_of(state).pool.acquire() as db, db.transaction():
+        return await RegistryRepository(db).import_licences(principal.org_id, rows)
