@@ -17,6 +17,9 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
+import asyncpg
+
+from server.worker import Chore
 from storage.case_links import follow_report_change
 from storage.db import Conn
 from storage.jobs import ClaimedJob, JobQueue
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from server.worker import JobHandler, WorkerContext
 
 __all__ = [
+    "CHORES",
     "HANDLERS",
     "MATCH_REPORT",
     "MATCH_REPORTS",
@@ -152,6 +156,18 @@ async def _refits_due(conn: Conn, job: ClaimedJob, context: WorkerContext) -> No
     queued = await enqueue_refits_due(conn)
     _log.info("matching refits queued", extra={"fields": {"queued": queued}})
 
+
+async def refresh_held_indexes(pool: asyncpg.Pool, context: WorkerContext) -> None:
+    """This process's person indexes take what changed since their last use (redactions,
+    withdrawals, amendments) now, not at the next person match in that organisation."""
+    if context.resources is None:
+        return
+    async with pool.acquire() as conn:
+        await _CACHE.refresh_persons(conn, context.resources.keyring)
+
+
+# Every minute: a redacted identity stays decrypted in a worker's memory for at most that long.
+CHORES = [Chore(every=60.0, run=refresh_held_indexes)]
 
 HANDLERS: dict[str, JobHandler] = {
     MATCH_REPORT: _match,

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,11 +28,14 @@ from storage.jobs import ClaimedJob, JobQueue
 
 __all__ = [
     "JOB_HANDLERS",
+    "Chore",
     "Handler",
     "JobHandler",
     "PoolHandler",
     "WorkerContext",
+    "all_chores",
     "all_handlers",
+    "do_chores_due",
     "run_worker",
     "run_worker_once",
 ]
@@ -61,6 +65,15 @@ Handler = JobHandler | PoolHandler
 LEASE = timedelta(minutes=5)
 
 
+@dataclass(frozen=True, slots=True)
+class Chore:
+    """Work every worker process does for itself, every ``every`` seconds: not a job, which
+    only one process would run (a process's own in-memory state, such as its indexes)."""
+
+    every: float
+    run: Callable[[asyncpg.Pool, WorkerContext], Awaitable[None]]
+
+
 async def _purge_sessions(conn: Conn, job: ClaimedJob, context: WorkerContext) -> None:
     removed = await SessionRepository(conn).delete_expired()
     _log.info("purged expired sessions", extra={"fields": {"removed": removed}})
@@ -85,6 +98,34 @@ def all_handlers() -> dict[str, Handler]:
         **RISK_HANDLERS,
         **RETENTION_HANDLERS,
     }
+
+
+def all_chores() -> list[Chore]:
+    from server.matching_jobs import CHORES as MATCHING_CHORES
+
+    return [*MATCHING_CHORES]
+
+
+async def do_chores_due(
+    pool: asyncpg.Pool,
+    chores: Sequence[Chore],
+    last_done: list[float],
+    now: float,
+    context: WorkerContext,
+) -> int:
+    """Run the chores whose interval has passed since ``last_done`` (updated); returns how many
+    ran. A failing chore is logged and tried again at its next turn: it never stops the loop."""
+    ran = 0
+    for i, chore in enumerate(chores):
+        if now - last_done[i] < chore.every:
+            continue
+        last_done[i] = now
+        ran += 1
+        try:
+            await chore.run(pool, context)
+        except Exception:
+            _log.exception("worker chore %s failed", getattr(chore.run, "__name__", chore.run))
+    return ran
 
 
 async def _run_pool_handler(
@@ -140,12 +181,16 @@ async def run_worker(
 ) -> None:
     _log.info("worker started")
     handlers = all_handlers()
+    context = context or WorkerContext()
+    chores = all_chores()
+    last_done = [time.monotonic()] * len(chores)
     while not stop.is_set():
         try:
             busy = await run_worker_once(pool, handlers, context=context)
         except (OSError, asyncpg.PostgresError) as exc:
             _log.warning("worker cannot reach the database: %s", exc)
             busy = 0
+        await do_chores_due(pool, chores, last_done, time.monotonic(), context)
         if busy == 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=poll_seconds)

@@ -108,6 +108,21 @@ class MatchingCache:
             corpus.matcher, corpus.pin = with_pin(corpus.unpinned, pin), pin
         return corpus
 
+    async def refresh_persons(self, conn: Conn, keyring: Keyring) -> int:
+        """Bring every person index this process holds up to date now, each under its matching
+        lock in a transaction of its own (``conn`` must not be in one); returns how many.
+
+        A redacted, withdrawn or amended report is otherwise dropped from a process's index only
+        at its next person match in that organisation, which in a quiet one may be days away;
+        the worker calls this every minute (`server.matching_jobs.refresh_held_indexes`), so a
+        redacted identity is not kept decrypted in any process's memory for longer."""
+        held = [(org, corpus) for (org, job), corpus in self._corpora.items() if job == "person"]
+        for org_id, corpus in held:
+            async with conn.transaction():
+                await conn.execute(Q.lock_matching, org_id, "person")
+                await _refresh_persons(conn, keyring, org_id, corpus)
+        return len(held)
+
     def forget(self, org_id: uuid.UUID) -> None:
         for key in [k for k in self._corpora if k[0] == org_id]:
             del self._corpora[key]

@@ -213,6 +213,38 @@ async def test_a_redacted_identity_leaves_the_person_index(
     assert await decisions(client, staff, job="person") == []
 
 
+async def test_every_workers_index_drops_a_redacted_identity_at_its_next_chore(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """A second worker process had Ram's identity in its person index; another process ran the
+    redaction's rematch. The second drops the identity at its next chore (every minute), not
+    only at its next person match in that organisation, which may be days away."""
+    slug = f"amend-{uuid.uuid4().hex[:8]}"
+    admin = await make_actor(client, pool, Role.ORG_ADMIN, org_slug=slug)
+    staff = await make_actor(client, pool, Role.CASE_MANAGER, org_slug=slug)
+    await set_retention(client, admin)
+    keyring = client.app.state.resources.keyring
+    phone = await new_phone(client, staff)
+    case_id, redacted = await closed_case(client, staff, phone, report(worker=_RAM))
+    await drain(client, pool)
+    other_worker = MatchingCache()
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await rematch_report(conn, keyring, other_worker, staff.org_id, redacted)
+        held = await other_worker.corpus(conn, staff.org_id, "person")
+        assert str(redacted) in held.features
+
+    await backdate_closing(pool, case_id, 60)
+    await run_job(client, pool)
+    await drain(client, pool)  # this process rematches the redacted report
+    async with pool.acquire() as conn:
+        assert str(redacted) in held.features  # the other process has not looked yet
+        assert await other_worker.refresh_persons(conn, keyring) == 1
+
+    assert str(redacted) not in held.features
+    assert str(redacted) not in held.records
+
+
 async def _person_members(client: Client, staff: Any, person: uuid.UUID | None) -> list[str]:
     r = await client.get(f"/v1/persons/{person}", headers=staff.headers)
     assert r.status_code == 200, r.text
