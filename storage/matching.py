@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -686,7 +686,8 @@ async def _match_person(
     features = corpus.matcher.job.prepare(record)
     own = await conn.fetchval(Q.insert_person, org_id)
     xid = await conn.fetchval(Q.set_person_member, report.id, org_id, own, None)
-    for candidate in await _join_decisions(conn, corpus, Q.person_group_of_report, record):
+    decided = await _join_decisions(conn, corpus, Q.person_group_of_report, record)
+    for i, candidate in enumerate(decided):
         if candidate.decision == "no_link":
             continue
         if candidate.decision == "link":
@@ -701,12 +702,89 @@ async def _match_person(
                 "auto_linked", {"person_id": str(own)},
             )  # fmt: skip
             await conn.execute(Q.set_person_member, report.id, org_id, target, decision)
+            later = decided[i + 1 :]
+            await _merge_linked_persons(conn, corpus, org_id, report.id, features, target, later)
             break
         await _record_decision(
             conn, org_id, "person", str(report.id), corpus, features, candidate,
             "pending_review", None,
         )  # fmt: skip
     _file(corpus, str(report.id), record, xid)
+
+
+async def _merge_linked_persons(
+    conn: Conn,
+    corpus: _Corpus,
+    org_id: uuid.UUID,
+    report_id: uuid.UUID,
+    features: Any,
+    person: uuid.UUID,
+    later: Sequence[ScoredCandidate],
+) -> None:
+    """A new report joined ``person``; its other links (``later``) may lead to other persons.
+    Each merges into ``person`` where a batch would merge the two groups
+    (`Matcher.merges_into`: the groups agree on average), unless a human said a report of one
+    is not the worker of a report of the other. Without this, two reports of one worker that
+    arrived before the report linking them stayed two persons for good.
+
+    A merge is the matcher's decision on the pair (new report, linked report), with the
+    agreement of the groups as its probability and, as what it replaced, every moved report
+    with the decision that had put it in its person: undoing it (`_restore`) puts them back
+    exactly. Persons only: an incident holds a case, and cases are merged by people."""
+    others: dict[str, list[Any]] = {}
+    persons: dict[str, uuid.UUID] = {}
+    for candidate in later:
+        if candidate.decision != "link":
+            continue
+        other = await conn.fetchval(Q.person_of_report, uuid.UUID(candidate.id))
+        if other is None or other == person or other in persons.values():
+            continue
+        others[candidate.id] = await _group_features(conn, corpus, uuid.UUID(candidate.id))
+        persons[candidate.id] = other
+    if not others:
+        return
+    refused = await _refused_pairs(conn, org_id)
+    ours = [str(r["report_id"]) for r in await conn.fetch(Q.person_member_rows, org_id, person)]
+
+    def apart(members: Sequence[str]) -> bool:
+        return any(frozenset((a, b)) in refused for a in ours for b in members)
+
+    group = [*await _group_features(conn, corpus, report_id), features]
+    merges = corpus.matcher.merges_into(group, others, corpus.index.frequencies)
+    for candidate_id, agreement in merges:
+        moved = await conn.fetch(Q.person_member_rows, org_id, persons[candidate_id])
+        ids = [str(r["report_id"]) for r in moved]
+        if apart(ids):
+            continue
+        scored = next(c for c in later if c.id == candidate_id)
+        merge = msgspec.structs.replace(scored, probability=agreement)
+        previous = {
+            "person_id": str(persons[candidate_id]),
+            "into": str(person),
+            "members": {str(r["report_id"]): _maybe(r["decision_id"]) for r in moved},
+        }
+        decision = await _record_decision(
+            conn, org_id, "person", str(report_id), corpus, features, merge, "auto_linked", previous
+        )
+        if decision is None:  # the pair has a decision already
+            continue
+        for row in moved:
+            await conn.execute(
+                Q.move_person_member, org_id, row["report_id"], person, decision,
+                persons[candidate_id],
+            )  # fmt: skip
+        ours += ids
+
+
+async def _group_features(conn: Conn, corpus: _Corpus, report_id: uuid.UUID) -> list[Any]:
+    """The indexed features of the reports of a report's person (at most 50, oldest first);
+    the report itself included if indexed."""
+    rows = await conn.fetch(Q.person_group_of_report, report_id)
+    return [corpus.features[r["report_id"]] for r in rows if r["report_id"] in corpus.features]
+
+
+def _maybe(value: uuid.UUID | None) -> str | None:
+    return str(value) if value is not None else None
 
 
 async def rejoin_persons(
@@ -854,10 +932,25 @@ async def _restore(
             await on_incident_split(
                 conn, org_id=org_id, source_incident=source, new_incidents=[back]
             )
+    elif job == "person" and "members" in previous:
+        # A merge of two persons (`_merge_linked_persons`): the reports it moved that are still
+        # where it put them go back, each with the decision it had; the subject stays.
+        back, into = uuid.UUID(previous["person_id"]), uuid.UUID(previous["into"])
+        for report_id, decision in previous["members"].items():
+            await conn.execute(
+                Q.move_person_member, org_id, uuid.UUID(report_id), back,
+                uuid.UUID(decision) if decision else None, into,
+            )  # fmt: skip
     elif job == "person":
         await conn.execute(
             Q.set_person_member, uuid.UUID(subject), org_id, uuid.UUID(previous["person_id"]), None
         )
+        # The persons the report's arrival merged were merged because of it: they part again
+        # (the matcher's own undo, not a label: nobody judged those pairs).
+        for merge in await conn.fetch(Q.matcher_merges_by, org_id, subject):
+            await _restore(conn, org_id, job, subject, msgspec.json.decode(merge["previous"]))
+            undone = (org_id, merge["id"], "undone", "matcher", None)
+            await conn.execute(Q.set_decision_status, *undone)
     else:
         report_id, role = subject.split(":")
         if previous.get("entity_id"):

@@ -342,6 +342,40 @@ class Matcher(Generic[R, F]):
         best, mean = self.group_agreement(record, members, frequencies)
         return self._decision(best) == "link" and mean >= self._merge_threshold()
 
+    def cross_agreement(
+        self, group: Sequence[F], other: Sequence[F], frequencies: FrequencyTable
+    ) -> float:
+        """Mean match probability of the cross pairs of two groups (at most 50 members of each),
+        the rule `group` merges two groups by; 0 if either is empty."""
+        left, right = group[:50], other[:50]
+        if not left or not right:
+            return 0.0
+        total = sum(
+            self.model.probability(self.total_weight(a, b, frequencies))
+            for a in left
+            for b in right
+        )
+        return total / (len(left) * len(right))
+
+    def merges_into(
+        self,
+        group: Sequence[F],
+        others: Mapping[str, Sequence[F]],
+        frequencies: FrequencyTable,
+    ) -> list[tuple[str, float]]:
+        """After a new record joined `group` (its members, the record included): which of the
+        other groups its links reach (`others`, by linked candidate, in the candidates' order)
+        merge into it, as `group` would merge them in a batch: each when its members agree with
+        the group's (grown by the groups merged before it) on average. With their agreement."""
+        merged: list[tuple[str, float]] = []
+        grown = list(group)
+        for candidate, members in others.items():
+            agreement = self.cross_agreement(grown, members, frequencies)
+            if members and agreement >= self._merge_threshold():
+                merged.append((candidate, agreement))
+                grown += members
+        return merged
+
     def _merge_threshold(self) -> float:
         thresholds = self.model.thresholds
         return thresholds.review if thresholds.merge is None else thresholds.merge

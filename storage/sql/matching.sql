@@ -120,6 +120,18 @@ FROM person_members own JOIN person_members other ON other.person_id = own.perso
 WHERE own.report_id = $1
 ORDER BY other.linked_at, other.report_id LIMIT 50;
 
+-- name: person_member_rows
+-- Every report of a person with the decision that put it there, locked: a merge moves them all.
+SELECT report_id, decision_id FROM person_members
+WHERE org_id = $1 AND person_id = $2 ORDER BY report_id FOR UPDATE;
+
+-- name: move_person_member
+-- Into person $3 with decision $4, if the report is still in person $5 (undoing a merge puts
+-- back only the reports the merge moved that are still where it put them).
+UPDATE person_members SET person_id = $3, decision_id = $4, linked_at = now(),
+    xid = pg_current_xact_id()
+WHERE org_id = $1 AND report_id = $2 AND person_id = $5;
+
 -- name: person_singletons
 -- Reports alone in their person that nobody on staff has decided about (as the subject of a
 -- decision), newest first, before a cursor (none: from the newest): what a refitted model
@@ -218,6 +230,15 @@ RETURNING id;
 -- name: lock_decision
 SELECT id, job, subject_id, candidate_id, status, previous::text AS previous
 FROM match_decisions WHERE org_id = $1 AND id = $2 FOR UPDATE;
+
+-- name: matcher_merges_by
+-- The matcher's merges of persons that a report's arrival made and that still stand, newest
+-- first, locked (`storage.matching._merge_linked_persons`).
+SELECT id, previous::text AS previous FROM match_decisions
+WHERE org_id = $1 AND job = 'person' AND subject_id = $2 AND status = 'auto_linked'
+  AND decided_by = 'matcher' AND previous ? 'members'
+ORDER BY decided_at DESC, id DESC
+FOR UPDATE;
 
 -- name: set_decision_status
 UPDATE match_decisions SET status = $3, decided_by = $4, decided_at = now(),

@@ -126,3 +126,22 @@ def test_a_changed_record_keeps_its_group_only_if_it_would_join_it_now() -> None
     best, mean = matcher.group_agreement(ram, [ram_again, sita, sita_again], frequencies)
     assert best == matcher.group_agreement(ram, [ram_again], frequencies)[0] > 0.5 > mean
     assert matcher.would_join(sita, [sita_again], frequencies)
+
+
+def test_the_groups_a_new_record_links_merge_as_a_batch_would_merge_them() -> None:
+    matcher = Matcher(person_job()).with_thresholds(0.5, 0.25, 0.5)
+    prepare, frequencies = matcher.job.prepare, matcher.reference_frequencies
+    ram, ram_again, sita, sita_again = (prepare(r) for r in (RAM, RAM_AGAIN, SITA, SITA_AGAIN))
+    # Ram's group (the new record included) and another group of Ram's reports agree; Sita's
+    # does not: only the first merges.
+    merged = matcher.merges_into([ram], {"b": [ram_again], "c": [sita, sita_again]}, frequencies)
+    assert [candidate for candidate, _ in merged] == ["b"]
+    agreement = merged[0][1]
+    assert agreement == matcher.cross_agreement([ram], [ram_again], frequencies) >= 0.5
+    assert matcher.cross_agreement([ram, ram_again], [sita, sita_again], frequencies) < 0.5
+    assert matcher.cross_agreement([ram], [], frequencies) == 0.0
+    # A group that itself holds someone else agrees less: Sita's pair alone merges, Sita's pair
+    # with Ram's report in it does not (mean under 0.5).
+    assert [c for c, _ in matcher.merges_into([sita], {"d": [sita_again]}, frequencies)] == ["d"]
+    assert matcher.merges_into([sita, ram], {"d": [sita_again]}, frequencies) == []
+
