@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from itertools import islice
 from typing import Generic, Literal, TypeVar
 
 import msgspec
@@ -404,10 +405,12 @@ class Matcher(Generic[R, F]):
         features, frequencies, weights = batch.features, batch.frequencies, batch.weights
         threshold = self.model.thresholds
         merge = self._merge_threshold()
+        # Links come from the candidate pairs only, not from the pairs an earlier call's merge
+        # checks scored: grouping a batch again must not depend on what was grouped before.
         links = sorted(
             (
                 (weight, a, b)
-                for (a, b), weight in weights.items()
+                for (a, b), weight in islice(weights.items(), batch.candidate_pairs)
                 if self.model.probability(weight) >= threshold.link
             ),
             reverse=True,

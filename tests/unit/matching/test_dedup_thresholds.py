@@ -145,3 +145,13 @@ def test_the_groups_a_new_record_links_merge_as_a_batch_would_merge_them() -> No
     assert [c for c, _ in matcher.merges_into([sita], {"d": [sita_again]}, frequencies)] == ["d"]
     assert matcher.merges_into([sita, ram], {"d": [sita_again]}, frequencies) == []
 
+
+def test_grouping_a_batch_again_links_only_its_candidate_pairs() -> None:
+    """`group` scores cross pairs on demand for its merge checks and keeps them in the batch;
+    a later call (another threshold) must take its links from the candidate pairs alone, or the
+    threshold choice would depend on what was grouped before."""
+    matcher = Matcher(person_job()).with_thresholds(0.5, 0.25, 0.5)
+    batch = matcher.score_batch([RAM, SITA])
+    assert batch.weights == {} and batch.candidate_pairs == 0  # no blocking key in common
+    batch.weights[(0, 1)] = 60.0  # as if an earlier merge check had scored the pair
+    assert sorted(matcher.group(batch)) == [("a",), ("c",)]
