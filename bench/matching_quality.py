@@ -482,8 +482,9 @@ own records (`dedup_thresholds_for_f1`, grid {DEDUP_LINK_GRID} x {DEDUP_MERGE_GR
 training records, without their truth), reported on the held-out seed. Expected F1 is the
 model's own estimate on the training records. Precision, recall and F1 are those of
 `Matcher.cluster` on the whole held-out seed; the worker matches reports one at a time as they
-arrive (here in a shuffled order) and never merges two groups afterwards (`worker_groups`, the
-rule of `storage.matching`), its F1 (precision / recall) in the last column.
+arrive (here in a shuffled order); for persons the groups a new report links merge when they
+agree, as in a batch, and incidents are never merged (`worker_groups`, the rule of
+`storage.matching`), its F1 (precision / recall) in the last column.
 
 | job | noise profile | fit | link / merge threshold | expected F1 | precision | recall | F1 | the worker, one report at a time |
 |---|---|---|---|---|---|---|---|---|

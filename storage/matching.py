@@ -581,17 +581,23 @@ async def _match_incident(
     # Its own incident first, so that undoing a later link can put it back exactly here.
     own = await conn.fetchval(Q.insert_incident, org_id)
     xid = await conn.fetchval(Q.set_incident_member, report.id, org_id, own, None)
+    joined = None
     for candidate in await _join_decisions(conn, corpus, Q.incident_group_of_report, record):
         if candidate.decision == "no_link":
             continue
-        if candidate.decision == "link":
-            target = await _incident_for(conn, org_id, uuid.UUID(candidate.id))
+        if candidate.decision == "link" and joined is None:
+            joined = await _incident_for(conn, org_id, uuid.UUID(candidate.id))
             decision = await _record_decision(
                 conn, org_id, "incident", str(report.id), corpus, features, candidate,
                 "auto_linked", {"incident_id": str(own)},
             )  # fmt: skip
-            await conn.execute(Q.set_incident_member, report.id, org_id, target, decision)
-            break
+            await conn.execute(Q.set_incident_member, report.id, org_id, joined, decision)
+            continue
+        other = await conn.fetchval(Q.incident_of_report, uuid.UUID(candidate.id))
+        if joined is not None and other == joined:
+            continue  # already together
+        # Incidents are not merged by the worker (each holds a case): a report that links two
+        # leaves the other to the case team, as a suggestion.
         await _record_decision(
             conn, org_id, "incident", str(report.id), corpus, features, candidate,
             "pending_review", None,

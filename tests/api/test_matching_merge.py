@@ -13,7 +13,7 @@ from cases.accounts import Role
 from storage.queries import Q
 from tests.api.conftest import make_actor
 from tests.api.sync_support import Client, create, new_phone, push, report
-from tests.api.test_matching import decisions, drain
+from tests.api.test_matching import decisions, drain, raid
 
 pytestmark = pytest.mark.db
 
@@ -128,3 +128,36 @@ async def test_the_worker_merges_what_a_batch_would_and_no_more(
     await drain(client, pool)
     person_a, person_namesake, person_c = await _persons(pool, a, namesake, c)
     assert person_c == person_a != person_namesake
+
+
+async def test_a_report_linking_two_incidents_leaves_the_other_to_the_case_team(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """Two reports of one raid two days apart stayed two incidents (two cases); a third, between
+    them, links both. It joins the first; the second is put to the case team as a suggestion,
+    not merged by the worker (merging incidents merges cases someone may be working on)."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phones = [await new_phone(client, staff) for _ in range(3)]
+    a = raid(occurred_at="2026-11-19T23:30:00+00:00")
+    b = raid(occurred_at="2026-11-21T23:30:00+00:00")
+    for phone, body in zip(phones, (a, b), strict=False):
+        await push(client, phone, [create(phone, body)])
+    await drain(client, pool)
+    incident_a, incident_b = await _incidents(pool, a, b)
+    assert incident_a != incident_b
+
+    c = raid(occurred_at="2026-11-20T23:30:00+00:00")
+    await push(client, phones[2], [create(phones[2], c)])
+    await drain(client, pool)
+
+    assert await _incidents(pool, a, b, c) == [incident_a, incident_b, incident_a]
+    [linked] = await decisions(client, staff, job="incident", status="auto_linked")
+    [suggested] = await decisions(client, staff, job="incident")
+    assert (linked["subject_id"], linked["candidate_id"]) == (c["id"], a["id"])
+    assert (suggested["subject_id"], suggested["candidate_id"]) == (c["id"], b["id"])
+    assert suggested["status"] == "pending_review" and suggested["suggestion"] == "link"
+
+
+async def _incidents(pool: asyncpg.Pool, *bodies: dict[str, Any]) -> list[uuid.UUID | None]:
+    async with pool.acquire() as conn:
+        return [await conn.fetchval(Q.incident_of_report, uuid.UUID(b["id"])) for b in bodies]
