@@ -751,17 +751,19 @@ async def _merge_linked_persons(
         return
     refused = await _refused_pairs(conn, org_id)
     ours = [str(r["report_id"]) for r in await conn.fetch(Q.person_member_rows, org_id, person)]
+    rows = {c: await conn.fetch(Q.person_member_rows, org_id, p) for c, p in persons.items()}
 
-    def apart(members: Sequence[str]) -> bool:
-        return any(frozenset((a, b)) in refused for a in ours for b in members)
+    def apart(candidate_id: str) -> bool:
+        theirs = [str(r["report_id"]) for r in rows[candidate_id]]
+        return any(frozenset((a, b)) in refused for a in ours for b in theirs)
 
+    others = {c: members for c, members in others.items() if not apart(c)}
     group = [*await _group_features(conn, corpus, report_id), features]
     merges = corpus.matcher.merges_into(group, others, corpus.index.frequencies)
     for candidate_id, agreement in merges:
-        moved = await conn.fetch(Q.person_member_rows, org_id, persons[candidate_id])
-        ids = [str(r["report_id"]) for r in moved]
-        if apart(ids):
+        if apart(candidate_id):  # refused against a person merged just before
             continue
+        moved = rows[candidate_id]
         scored = next(c for c in later if c.id == candidate_id)
         merge = msgspec.structs.replace(scored, probability=agreement)
         previous = {
@@ -779,7 +781,7 @@ async def _merge_linked_persons(
                 Q.move_person_member, org_id, row["report_id"], person, decision,
                 persons[candidate_id],
             )  # fmt: skip
-        ours += ids
+        ours += [str(r["report_id"]) for r in moved]
 
 
 async def _group_features(conn: Conn, corpus: _Corpus, report_id: uuid.UUID) -> list[Any]:
