@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -18,7 +18,7 @@ from server import matching_jobs
 from storage.matching import MatchingCache, match_report, rematch_report, undo_decision
 from storage.queries import Q
 from storage.reports import REPORT_CHANGED
-from tests.api.conftest import make_actor
+from tests.api.conftest import Actor, make_actor
 from tests.api.sync_support import (
     Client,
     amend,
@@ -245,6 +245,28 @@ async def test_every_workers_index_drops_a_redacted_identity_at_its_next_chore(
     assert str(redacted) not in held.records
 
 
+class _LinkedPair(NamedTuple):
+    staff: Actor
+    phone: Any
+    ram: dict[str, Any]
+    again: dict[str, Any]
+    person: uuid.UUID | None
+    link: dict[str, Any]
+
+
+async def _linked_pair(client: Client, pool: asyncpg.Pool) -> _LinkedPair:
+    """Two reports of Ram from one phone, which the matcher joined in one person."""
+    staff = await make_actor(client, pool, Role.CASE_MANAGER)
+    phone = await new_phone(client, staff)
+    ram, again = report(worker=_RAM), report(worker=_RAM_AGAIN)
+    await _applied(client, phone, [create(phone, ram), create(phone, again)])
+    await drain(client, pool)
+    person = await _member(pool, Q.person_of_report, ram["id"])
+    assert await _member(pool, Q.person_of_report, again["id"]) == person
+    [link] = await decisions(client, staff, job="person", status="auto_linked")
+    return _LinkedPair(staff, phone, ram, again, person, link)
+
+
 async def _person_members(client: Client, staff: Any, person: uuid.UUID | None) -> list[str]:
     r = await client.get(f"/v1/persons/{person}", headers=staff.headers)
     assert r.status_code == 200, r.text
@@ -257,14 +279,8 @@ async def test_a_report_whose_identity_is_removed_leaves_its_person(
     """The worker withdrew consent and the monitor removed the identity from the report: the
     report no longer names that worker, so the person's view and clusters stop listing it and
     the matcher's link that put it there is undone (not a label). Named again, it joins again."""
-    staff = await make_actor(client, pool, Role.CASE_MANAGER)
-    phone = await new_phone(client, staff)
-    ram, again = report(worker=_RAM), report(worker=_RAM_AGAIN)
-    await _applied(client, phone, [create(phone, ram), create(phone, again)])
-    await drain(client, pool)
-    person = await _member(pool, Q.person_of_report, ram["id"])
+    staff, phone, ram, again, person, link = await _linked_pair(client, pool)
     assert await _person_members(client, staff, person) == sorted([ram["id"], again["id"]])
-    [link] = await decisions(client, staff, job="person", status="auto_linked")
 
     await _applied(client, phone, [amend(phone, again["id"], 1, {"worker": None})])
     await drain(client, pool)
@@ -488,14 +504,7 @@ async def test_the_matcher_undoes_its_own_link_when_the_report_no_longer_agrees(
     """A report the matcher joined to a worker's person is corrected to name someone else: the
     matcher undoes its own link (not a label of the case team), and links it again when the
     correction is reverted. An edit that keeps the identity keeps the link."""
-    staff = await make_actor(client, pool, Role.CASE_MANAGER)
-    phone = await new_phone(client, staff)
-    ram, again = report(worker=_RAM), report(worker=_RAM_AGAIN)
-    await _applied(client, phone, [create(phone, ram), create(phone, again)])
-    await drain(client, pool)
-    person = await _member(pool, Q.person_of_report, ram["id"])
-    assert await _member(pool, Q.person_of_report, again["id"]) == person
-    [link] = await decisions(client, staff, job="person", status="auto_linked")
+    staff, phone, _, again, person, link = await _linked_pair(client, pool)
 
     await _applied(client, phone, [amend(phone, again["id"], 1, {"severity": 1})])
     await drain(client, pool)

@@ -4,14 +4,14 @@ clustering would; the merge is the matcher's decision and undoing it restores bo
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import pytest
 
 from cases.accounts import Role
 from storage.queries import Q
-from tests.api.conftest import make_actor
+from tests.api.conftest import Actor, make_actor
 from tests.api.sync_support import Client, create, new_phone, push, report
 from tests.api.test_matching import decisions, drain, raid
 
@@ -30,9 +30,18 @@ async def _persons(pool: asyncpg.Pool, *bodies: dict[str, Any]) -> list[uuid.UUI
         return [await conn.fetchval(Q.person_of_report, uuid.UUID(b["id"])) for b in bodies]
 
 
-async def test_a_report_linking_two_persons_merges_them_and_undo_restores_both(
-    client: Client, pool: asyncpg.Pool
-) -> None:
+class _Bridged(NamedTuple):
+    staff: Actor
+    phone: Any
+    a: dict[str, Any]
+    b: dict[str, Any]
+    c: dict[str, Any]
+    person_a: uuid.UUID | None
+    person_b: uuid.UUID | None
+
+
+async def _bridged(client: Client, pool: asyncpg.Pool) -> _Bridged:
+    """Reports a and b of one worker in two persons, then c, which links both."""
     staff = await make_actor(client, pool, Role.CASE_MANAGER)
     phone = await new_phone(client, staff)
     a, b = report(worker=_BY_PASSPORT), report(worker=_BY_PHONE)
@@ -40,10 +49,16 @@ async def test_a_report_linking_two_persons_merges_them_and_undo_restores_both(
     await drain(client, pool)
     person_a, person_b = await _persons(pool, a, b)
     assert person_a != person_b  # too little in common to link by themselves
-
     c = report(worker=_EVERYTHING)
     await push(client, phone, [create(phone, c)])
     await drain(client, pool)
+    return _Bridged(staff, phone, a, b, c, person_a, person_b)
+
+
+async def test_a_report_linking_two_persons_merges_them_and_undo_restores_both(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    staff, phone, a, b, c, person_a, person_b = await _bridged(client, pool)
 
     assert await _persons(pool, a, b, c) == [person_a] * 3
     links = await decisions(client, staff, job="person", status="auto_linked")
@@ -79,15 +94,7 @@ async def test_undoing_the_link_that_made_a_merge_parts_the_persons_again(
 ) -> None:
     """The report that linked two persons was not that worker after all: undoing its link puts
     it back alone and parts the two persons it had merged, as before it arrived."""
-    staff = await make_actor(client, pool, Role.CASE_MANAGER)
-    phone = await new_phone(client, staff)
-    a, b = report(worker=_BY_PASSPORT), report(worker=_BY_PHONE)
-    await push(client, phone, [create(phone, a), create(phone, b)])
-    await drain(client, pool)
-    person_a, person_b = await _persons(pool, a, b)
-    c = report(worker=_EVERYTHING)
-    await push(client, phone, [create(phone, c)])
-    await drain(client, pool)
+    staff, _, a, b, c, person_a, person_b = await _bridged(client, pool)
     [link] = [
         d
         for d in await decisions(client, staff, job="person", status="auto_linked")
