@@ -56,6 +56,13 @@ async def _member(pool: asyncpg.Pool, query: str, report_id: str) -> uuid.UUID |
     return found
 
 
+async def _rematch_anew(client: Client, pool: asyncpg.Pool, staff: Actor, report_id: str) -> None:
+    """Run a report's rematch again, in a worker process with a fresh index."""
+    async with pool.acquire() as conn, conn.transaction():
+        keyring = client.app.state.resources.keyring
+        await rematch_report(conn, keyring, MatchingCache(), staff.org_id, uuid.UUID(report_id))
+
+
 async def _applied(client: Client, phone: Any, mutations: list[dict[str, Any]]) -> None:
     result = await push(client, phone, mutations)
     assert [r["status"] for r in result["results"]] == ["applied"] * len(mutations), result
@@ -351,14 +358,7 @@ async def test_an_amended_report_is_suggested_not_moved_and_only_once(
     fix = {"location": _RAID_PLACE, "occurred_at": _RAID_TIME}
     await _applied(client, phone, [amend(phone, moved["id"], 1, fix)])
     await drain(client, pool)
-    async with pool.acquire() as conn, conn.transaction():
-        await rematch_report(
-            conn,
-            client.app.state.resources.keyring,
-            MatchingCache(),
-            staff.org_id,
-            uuid.UUID(moved["id"]),
-        )
+    await _rematch_anew(client, pool, staff, moved["id"])
 
     [suggestion] = await decisions(client, staff, job="incident")
     assert (suggestion["subject_id"], suggestion["candidate_id"]) == (moved["id"], there["id"])
@@ -684,14 +684,7 @@ async def test_a_report_amended_away_from_its_incident_is_noted_on_the_case(
     fix = {"location": _FAR, "occurred_at": _FAR_DAY}
     await _applied(client, other_phone, [amend(other_phone, second["id"], 2, fix)])
     await drain(client, pool)
-    async with pool.acquire() as conn, conn.transaction():  # again: noted once
-        await rematch_report(
-            conn,
-            client.app.state.resources.keyring,
-            MatchingCache(),
-            staff.org_id,
-            uuid.UUID(second["id"]),
-        )
+    await _rematch_anew(client, pool, staff, second["id"])  # again: noted once
 
     [event] = await noted()
     assert event["detail"]["report"] == second["id"]

@@ -6,6 +6,7 @@ import datetime as dt
 import gzip
 import random
 import uuid
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -14,15 +15,14 @@ import zstandard
 
 from cases.accounts import Role
 from storage import push_bulk
-from tests.api.conftest import make_actor
+from tests.api.conftest import Actor, make_actor
 from tests.api.sync_support import (
     NOW,
     Client,
+    Phone,
     amend,
     batch,
     create,
-    enroll,
-    enrollment_code,
     new_monitor,
     new_phone,
     push,
@@ -140,15 +140,23 @@ async def test_another_org_cannot_touch_a_report(client: Client, pool: asyncpg.P
     assert orgs == 1
 
 
+async def _one_report_two_phones(
+    client: Client, staff: Actor
+) -> tuple[Phone, Phone, dict[str, Any]]:
+    """Two phones of one monitor, and a report the first has pushed (both may amend it)."""
+    monitor = await new_monitor(client, staff)
+    first = await new_phone(client, staff, monitor)
+    second = await new_phone(client, staff, monitor)
+    body = report()
+    await push(client, first, [create(first, body)])
+    return first, second, body
+
+
 async def test_concurrent_edits_merge_and_true_conflicts_are_queued(
     client: Client, pool: asyncpg.Pool
 ) -> None:
     staff = await make_actor(client, pool, Role.CASE_MANAGER)
-    monitor = await new_monitor(client, staff)
-    first = await enroll(client, await enrollment_code(client, staff, monitor))
-    second = await enroll(client, await enrollment_code(client, staff, monitor))
-    body = report()
-    await push(client, first, [create(first, body)])
+    first, second, body = await _one_report_two_phones(client, staff)
     a = await push(
         client, first, [amend(first, body["id"], 1, {"severity": 5, "sector": "construction"})]
     )
@@ -320,11 +328,7 @@ async def test_conflicts_over_identity_are_sealed_and_shown_by_role(
     async with pool.acquire() as conn:
         slug = await conn.fetchval("SELECT slug FROM orgs WHERE id = $1", staff.org_id)
     admin = await make_actor(client, pool, Role.ORG_ADMIN, org_slug=slug)
-    monitor = await new_monitor(client, staff)
-    first = await enroll(client, await enrollment_code(client, staff, monitor))
-    second = await enroll(client, await enrollment_code(client, staff, monitor))
-    body = report()
-    await push(client, first, [create(first, body)])
+    first, second, body = await _one_report_two_phones(client, staff)
     await push(client, first, [amend(first, body["id"], 1, {"worker": {"name": "Ram B. Thapa"}})])
     [result] = (
         await push(
@@ -434,11 +438,7 @@ async def test_an_amended_incident_time_is_flagged_again(
     next year is flagged (a later edit of another field keeps the flag), a time corrected back
     loses it, and a case manager resolving a conflict to a future time gets it flagged."""
     staff = await make_actor(client, pool, Role.CASE_MANAGER)
-    monitor = await new_monitor(client, staff)
-    first = await enroll(client, await enrollment_code(client, staff, monitor))
-    second = await enroll(client, await enrollment_code(client, staff, monitor))
-    body = report()
-    await push(client, first, [create(first, body)])
+    first, second, body = await _one_report_two_phones(client, staff)
 
     async def flags() -> list[str]:
         r = await client.get(f"/v1/reports/{body['id']}", headers=staff.headers)
